@@ -1,0 +1,54 @@
+# sasr: `make serve` and `make test` set everything up on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+EXTRAS ?= test
+SERVE_ARGS ?=
+
+.PHONY: setup serve test bench system-deps clean
+
+setup: $(VENV)/.installed
+
+# torch first, matched to the machine, so the project's `torch>=` range is already met:
+# - with an NVIDIA GPU: PyPI's default build (CUDA);
+# - without: a CPU wheel, from a local wheel directory pip is pointed at (PIP_FIND_LINKS) if one
+#   is there, else from PyTorch's CPU index (PyPI's default build would pull GBs of CUDA).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed"; \
+	elif nvidia-smi -L >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION); \
+	elif rm -rf $(VENV)/.torch && $(BIN)/python -m pip download -q --no-index --no-deps -d $(VENV)/.torch torch==$(TORCH_VERSION) 2>/dev/null; then \
+	  $(BIN)/python -m pip install -q $(VENV)/.torch/torch-*.whl && rm -rf $(VENV)/.torch; \
+	else \
+	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	fi
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+serve: setup
+	$(BIN)/sasr serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
+
+# Speech fixtures are made by espeak-ng and sox; real recordings come from alsa-utils.
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || [ ! -f /usr/share/sounds/alsa/Front_Center.wav ]; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends espeak-ng sox alsa-utils; \
+	fi
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: EXTRAS = test,bench
+bench: setup system-deps
+	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

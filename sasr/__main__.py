@@ -1,0 +1,3 @@
+from sasr.cli import main
+
+main()

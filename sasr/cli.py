@@ -1,0 +1,90 @@
+"""Command line: `sasr serve` runs the server, `sasr transcribe FILE...` prints transcripts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from sasr.config import ServerConfig
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="Whisper checkpoint: a transformers or CTranslate2 directory, or a hub id "
+                        "(default: the bundled tiny.en, no network needed)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="auto: float16 on cuda, float32 on cpu")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sasr", description="Streaming speech recognition server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the OpenAI-compatible API")
+    _model_args(serve)
+    defaults = ServerConfig()
+    serve.add_argument("--served-model-name", default=None, help="name clients pass as `model` (whisper-1 is always accepted)")
+    serve.add_argument("--host", default=os.environ.get("HOST", defaults.host))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", defaults.port)))
+    serve.add_argument("--max-audio-seconds", type=float, default=defaults.max_audio_seconds)
+    serve.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb)
+    serve.add_argument("--max-queued-requests", type=int, default=defaults.max_queued_requests,
+                       help="requests admitted at once; more get 503 with Retry-After")
+    serve.add_argument("--log-level", default="info")
+    transcribe = sub.add_parser("transcribe", help="transcribe files without a server")
+    _model_args(transcribe)
+    transcribe.add_argument("files", nargs="+")
+    transcribe.add_argument("--language", default=None)
+    return parser.parse_args(argv)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from sasr.engine.local import build_engine
+    from sasr.models.loader import served_name_for
+    from sasr.server.app import create_app
+
+    config = ServerConfig(
+        model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
+        device=args.device, dtype=args.dtype, max_audio_seconds=args.max_audio_seconds,
+        max_upload_mb=args.max_upload_mb, max_queued_requests=args.max_queued_requests,
+    )
+    engine = build_engine(config.model, config.device, config.dtype, config.max_queued_requests)
+    name = config.served_model_name or served_name_for(config.model)
+    logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
+    uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level)
+
+
+def transcribe(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from sasr.audio.io import AudioError, decode_audio
+    from sasr.engine import TranscriptionRequest
+    from sasr.engine.local import build_engine
+
+    engine = build_engine(args.model, args.device, args.dtype, max_queued=1)
+    status = 0
+    for name in args.files:
+        try:
+            audio = decode_audio(Path(name).read_bytes())
+        except (OSError, AudioError) as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        result = asyncio.run(engine.transcribe(TranscriptionRequest(audio, language=args.language)))
+        print(f"{name}: {result.text}" if len(args.files) > 1 else result.text)
+    engine.close()
+    sys.exit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    args = parse_args(argv)
+    {"serve": serve, "transcribe": transcribe}[args.command](args)

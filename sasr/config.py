@@ -1,0 +1,17 @@
+"""Server settings, shared by the CLI and create_app."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ServerConfig(msgspec.Struct, kw_only=True):
+    model: str | None = None  # bundled tiny.en when None; else a directory or hub id
+    served_model_name: str | None = None  # name clients pass as `model`; derived from the model if None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"  # auto: cuda if present, else cpu
+    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
+    max_audio_seconds: float = 3600.0  # longer uploads get a 400
+    max_upload_mb: float = 100.0  # request bodies larger than this get a 413
+    max_queued_requests: int = 64  # beyond this, 503 with Retry-After

@@ -1,0 +1,48 @@
+"""The engine contract the server codes against: requests in, transcriptions out. No torch here.
+
+The server only sees `Engine`; how requests are batched and run (a worker thread today, the
+continuous-batching scheduler later) stays behind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from sasr.protocol import Segment
+
+
+class EngineBusy(Exception):
+    """The engine's queue is full; the client should retry later."""
+
+    def __init__(self, retry_after_s: int = 1) -> None:
+        super().__init__("the server is at capacity; retry shortly")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class TranscriptionRequest:
+    audio: np.ndarray  # 16 kHz mono float32
+    language: str | None = None  # ISO 639-1 code; None: the model's default
+    prompt: str | None = None  # earlier text that conditions the decoding
+    temperature: float = 0.0  # 0: greedy with fallback to sampling where a window looks unreliable
+
+
+@dataclass
+class TranscriptionResult:
+    text: str
+    language: str  # ISO 639-1 code
+    duration_s: float
+    segments: list[Segment] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    languages: frozenset[str]  # codes `language` may take
+
+    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def close(self) -> None: ...

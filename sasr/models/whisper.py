@@ -1,0 +1,97 @@
+"""Whisper forward passes on transformers' weights, with sasr's own preallocated KV cache.
+
+transformers supplies the modules and weights; the decode loop and its cache layout are ours, so the
+engine can batch sequences of different lengths and (on CUDA) capture fixed-shape steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import WhisperForConditionalGeneration
+
+from sasr.audio.features import WINDOW_FRAMES
+
+
+@dataclass
+class KVCache:
+    """Per-sequence decoder state for a batch of B sequences.
+
+    self_k/self_v are written in place by position; cross_k/cross_v are computed once per encoding.
+    """
+
+    self_k: torch.Tensor  # [L, B, H, max_len, Dh]
+    self_v: torch.Tensor  # [L, B, H, max_len, Dh]
+    cross_k: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
+    cross_v: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
+
+
+class WhisperRunner:
+    """Encoder and decoder steps of one Whisper model; stateless apart from the weights."""
+
+    def __init__(self, model: WhisperForConditionalGeneration) -> None:
+        self.model = model
+        cfg = model.config
+        self.num_layers = cfg.decoder_layers
+        self.num_heads = cfg.decoder_attention_heads
+        self.head_dim = cfg.d_model // cfg.decoder_attention_heads
+        self.max_len = cfg.max_target_positions
+        self.num_mel_bins = cfg.num_mel_bins
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.decoder = model.model.decoder
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, T, D] -> [B, H, T, Dh]
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    @torch.inference_mode()
+    def encode(self, mel: torch.Tensor) -> KVCache:
+        """Encode mel windows [B, n_mels, 3000] and return a fresh cache holding their cross K/V."""
+        assert mel.shape[-1] == WINDOW_FRAMES, mel.shape
+        hidden = self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state  # [B, 1500, D]
+        layers = self.decoder.layers
+        cross_k = torch.stack([self._heads(layer.encoder_attn.k_proj(hidden)) for layer in layers])
+        cross_v = torch.stack([self._heads(layer.encoder_attn.v_proj(hidden)) for layer in layers])
+        batch = mel.shape[0]
+        shape = (self.num_layers, batch, self.num_heads, self.max_len, self.head_dim)
+        self_k = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        return KVCache(self_k, torch.zeros_like(self_k), cross_k, cross_v)
+
+    @torch.inference_mode()
+    def decode(self, cache: KVCache, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """Run tokens [B, T] at positions start[:, None] + arange(T); return logits [B, T, V] (fp32).
+
+        Writes the tokens' self-attention K/V into the cache; each sequence attends to its own
+        positions up to and including the query's.
+        """
+        batch, num_tokens = tokens.shape
+        positions = start[:, None] + torch.arange(num_tokens, device=self.device)  # [B, T]
+        kv_len = int(positions.max()) + 1
+        # mask: [B, 1, T, kv_len], True where the key may be attended to
+        mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
+        rows = torch.arange(batch, device=self.device)[:, None]  # [B, 1]
+        x = self.decoder.embed_tokens(tokens) + self.decoder.embed_positions.weight[positions]
+        for i, layer in enumerate(self.decoder.layers):
+            attn = layer.self_attn
+            h = layer.self_attn_layer_norm(x)
+            q = self._heads(attn.q_proj(h))
+            # k, v: [B, T, H, Dh], written at [b, :, positions[b]]
+            cache.self_k[i][rows, :, positions] = attn.k_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
+            cache.self_v[i][rows, :, positions] = attn.v_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
+            k, v = cache.self_k[i][:, :, :kv_len], cache.self_v[i][:, :, :kv_len]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
+            cross = layer.encoder_attn
+            q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
+            o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i])
+            x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
+            x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+        x = self.decoder.layer_norm(x)
+        return (x @ self.decoder.embed_tokens.weight.T).float()
+
+    def select(self, cache: KVCache, rows: torch.Tensor) -> KVCache:
+        """The cache of a subset (or repetition) of the batch's sequences."""
+        return KVCache(*(t[:, rows] for t in (cache.self_k, cache.self_v, cache.cross_k, cache.cross_v)))

@@ -1,0 +1,46 @@
+"""The Litestar application: routes, error handlers and the engine on app.state."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Litestar
+from litestar.datastructures import State
+
+from sasr.config import ServerConfig
+from sasr.engine import Engine
+from sasr.server.errors import EXCEPTION_HANDLERS
+from sasr.server.http import ROUTES
+from sasr.server.metrics import Metrics
+
+_KNOWN_PATHS = frozenset(route.paths.copy().pop() for route in ROUTES)
+
+
+async def _count_response(message, scope) -> None:
+    """Count every HTTP response by path and status, errors included."""
+    if message["type"] == "http.response.start" and scope["type"] == "http":
+        path = scope["path"] if scope["path"] in _KNOWN_PATHS else "other"
+        scope["app"].state.metrics.inc(
+            "sasr_requests_total", help="HTTP responses by path and status", path=path, status=str(message["status"])
+        )
+
+
+def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> Litestar:
+    """An app serving `engine`; the engine is closed when the app shuts down."""
+    state = State(
+        {
+            "config": config,
+            "engine": engine,
+            "served_model_name": served_model_name,
+            "metrics": Metrics(),
+            "started_at": int(time.time()),
+        }
+    )
+    return Litestar(
+        route_handlers=ROUTES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=state,
+        before_send=[_count_response],
+        on_shutdown=[engine.close],
+        request_max_body_size=int(config.max_upload_mb * 1_000_000),
+    )

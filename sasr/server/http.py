@@ -1,0 +1,132 @@
+"""HTTP handlers: parse the request, hand it to the engine, render what comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.datastructures import State, UploadFile
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
+from sasr.engine import EngineBusy, TranscriptionRequest
+from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat
+from sasr.server.errors import APIError
+from sasr.server.formats import render
+
+MODEL_ALIASES = ("whisper-1",)  # accepted in `model` so code written for OpenAI works unchanged
+GRANULARITIES = ("segment", "word")
+
+
+@dataclass
+class TranscriptionForm:
+    file: UploadFile
+    response_format: ResponseFormat
+    language: str | None
+    prompt: str | None
+    temperature: float
+
+
+def _bad(message: str, param: str, code: ErrorCode = ErrorCode.INVALID_VALUE, status: int = 400) -> APIError:
+    return APIError(status, message, code, param)
+
+
+def _language(value: str | None, state: State) -> str | None:
+    if not value:
+        return None
+    code = TO_LANGUAGE_CODE.get(value.lower(), value.lower())
+    if code not in state.engine.languages:
+        accepted = ", ".join(sorted(state.engine.languages))
+        raise _bad(f"language {value!r} is not supported by this model (accepted: {accepted})", "language")
+    return code
+
+
+def _temperature(value: str | None) -> float:
+    try:
+        temperature = float(value) if value not in (None, "") else 0.0
+    except ValueError:
+        raise _bad(f"temperature must be a number, got {value!r}", "temperature") from None
+    if not 0.0 <= temperature <= 1.0:
+        raise _bad(f"temperature must be between 0 and 1, got {temperature}", "temperature")
+    return temperature
+
+
+def parse_form(form, state: State) -> TranscriptionForm:
+    """Validate the multipart fields OpenAI's API defines; fields it does not define are ignored."""
+    file = form.get("file")
+    if file is None:
+        raise _bad("the 'file' field is required", "file", ErrorCode.MISSING_FIELD)
+    if not isinstance(file, UploadFile):
+        raise _bad("'file' must be an uploaded file, not a text field", "file")
+    model = form.get("model")
+    if model and model not in (state.served_model_name, *MODEL_ALIASES):
+        raise APIError(404, f"model {model!r} does not exist; this server serves {state.served_model_name!r}",
+                       ErrorCode.MODEL_NOT_FOUND, "model")
+    try:
+        response_format = ResponseFormat(form.get("response_format") or "json")
+    except ValueError:
+        accepted = ", ".join(f.value for f in ResponseFormat)
+        raise _bad(f"response_format must be one of {accepted}", "response_format") from None
+    for granularity in form.getall("timestamp_granularities[]", []) + form.getall("timestamp_granularities", []):
+        if granularity not in GRANULARITIES:
+            raise _bad(f"timestamp_granularities takes {' and '.join(GRANULARITIES)}", "timestamp_granularities[]")
+        if granularity == "word":
+            raise _bad("word timestamps are not supported yet; use 'segment'", "timestamp_granularities[]",
+                       ErrorCode.UNSUPPORTED_VALUE)
+    if (form.get("stream") or "false").lower() not in ("false", "0"):
+        raise _bad("streaming transcription (stream=true) is not supported yet", "stream", ErrorCode.UNSUPPORTED_VALUE)
+    return TranscriptionForm(
+        file=file,
+        response_format=response_format,
+        language=_language(form.get("language"), state),
+        prompt=form.get("prompt") or None,
+        temperature=_temperature(form.get("temperature")),
+    )
+
+
+@post("/v1/audio/transcriptions", status_code=200)
+async def create_transcription(request: Request, state: State) -> Response:
+    started = time.perf_counter()
+    fields = parse_form(await request.form(), state)
+    data = await fields.file.read()
+    try:
+        audio = await asyncio.to_thread(decode_audio, data, state.config.max_audio_seconds)
+    except AudioTooLongError as exc:
+        raise _bad(str(exc), "file", ErrorCode.AUDIO_TOO_LONG) from None
+    except AudioError as exc:
+        code = ErrorCode.EMPTY_FILE if not data else ErrorCode.INVALID_AUDIO
+        raise _bad(str(exc), "file", code) from None
+    job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature)
+    try:
+        result = await state.engine.transcribe(job)
+    except EngineBusy as exc:
+        raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+    body, media_type = render(result, fields.response_format)
+    metrics = state.metrics
+    metrics.inc("sasr_audio_seconds_total", result.duration_s, help="Seconds of audio transcribed")
+    metrics.observe("sasr_request_latency_seconds", time.perf_counter() - started,
+                    help="Time from request to response", endpoint="transcriptions")
+    return Response(body, media_type=media_type)
+
+
+@get("/v1/models")
+async def list_models(state: State) -> Response:
+    models = ModelList(data=[Model(id=state.served_model_name, created=state.started_at)])
+    return Response(msgspec.json.encode(models), media_type="application/json")
+
+
+@get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/metrics", media_type="text/plain; version=0.0.4")
+async def metrics(state: State) -> str:
+    gauges = {f"sasr_{k}": v for k, v in state.engine.stats().items()}
+    return state.metrics.render(gauges)
+
+
+ROUTES = [create_transcription, list_models, health, metrics]
