@@ -152,4 +152,4 @@ def to_hf_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tensor
         _ffn(out, dst, v, f"{src}/ffn")
     _norm(out, f"{dec}.layer_norm", v, "decoder/layer_norm")
     out["proj_out.weight"] = v["decoder/projection/weight"]
-    return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in out.items()}
+    return {k: torch.from_numpy(np.array(a)) for k, a in out.items()}  # copies: the file buffer is read-only

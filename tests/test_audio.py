@@ -1,0 +1,71 @@
+"""Audio decoding: any libsndfile format, rate and channel count in; 16 kHz mono float32 out."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from sasr.audio.features import log_mel
+from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
+
+
+def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def tone(freq: float, rate: int, seconds: float = 1.0, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    wave = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def dominant_hz(audio: np.ndarray, rate: int = 16000) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.fft.rfftfreq(len(audio), 1 / rate)[spectrum.argmax()])
+
+
+@pytest.mark.parametrize("fmt,subtype", [("WAV", "PCM_16"), ("FLAC", None), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_formats_decode_to_16k_mono(fmt, subtype):
+    audio = decode_audio(encode(tone(440, 44100, channels=2), 44100, fmt, subtype))
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert abs(len(audio) - 16000) < 2000  # lossy codecs pad a little
+    assert abs(dominant_hz(audio[2000:14000]) - 440) < 5
+
+
+def test_resampling_is_band_limited():
+    """A 12 kHz tone is above the 8 kHz Nyquist of 16 kHz audio: it must vanish, not alias to 4 kHz."""
+    audio = decode_audio(encode(tone(12000, 48000), 48000, "WAV", "FLOAT"))
+    assert np.sqrt(np.mean(audio[1000:-1000] ** 2)) < 1e-3  # linear interpolation leaves about 0.3
+
+
+def test_channels_are_mixed_down():
+    left_only = np.zeros((8000, 2), np.float32)
+    left_only[:, 0] = 0.5
+    audio = decode_audio(encode(left_only, 16000, "WAV", "FLOAT"))
+    assert np.allclose(audio, 0.25)
+
+
+def test_bad_audio_is_refused():
+    with pytest.raises(AudioError, match="empty"):
+        decode_audio(b"")
+    with pytest.raises(AudioError, match="could not decode"):
+        decode_audio(b"this is not audio at all" * 100)
+    with pytest.raises(AudioTooLongError, match="at most 1 s"):
+        decode_audio(encode(tone(440, 16000, seconds=2), 16000, "WAV"), max_seconds=1)
+
+
+def test_log_mel_matches_transformers_feature_extractor():
+    from transformers import WhisperFeatureExtractor
+
+    audio = (np.random.default_rng(0).standard_normal(16000 * 7) * 0.1).astype(np.float32)
+    reference = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000, return_tensors="np")
+    padded = np.zeros(16000 * 30, np.float32)
+    padded[: len(audio)] = audio
+    mine = log_mel(torch.from_numpy(padded)).numpy()
+    np.testing.assert_allclose(mine, reference.input_features[0], atol=1e-4)

@@ -1,0 +1,91 @@
+"""The bundled CTranslate2 tiny.en, converted to transformers Whisper, is the same model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sasr.audio.features import WINDOW_SAMPLES, log_mel
+from sasr.decoding.transcribe import WindowDecoder
+from sasr.models import ct2
+from sasr.models.loader import bundled_model_dir
+
+
+def test_model_bin_layout():
+    spec, variables = ct2.read_model_bin(bundled_model_dir() / "model.bin")
+    assert spec == "WhisperSpec"
+    assert variables["decoder/projection/weight"] is variables["decoder/embeddings/weight"]  # the alias
+    dims = ct2.whisper_dims(variables)
+    assert dims == {
+        "vocab_size": 51864, "d_model": 384, "num_mel_bins": 80, "encoder_layers": 4, "decoder_layers": 4,
+        "encoder_attention_heads": 6, "decoder_attention_heads": 6, "encoder_ffn_dim": 1536,
+        "decoder_ffn_dim": 1536, "max_source_positions": 1500, "max_target_positions": 448,
+    }
+
+
+def test_state_dict_loads_strictly(loaded):
+    _, variables = ct2.read_model_bin(bundled_model_dir() / "model.bin")
+    state = ct2.to_hf_state_dict(variables)
+    missing, unexpected = loaded.model.load_state_dict(
+        {k: v.float() for k, v in state.items()}, strict=True
+    )
+    assert not missing and not unexpected
+    # the fused self-attention key bias was checked to be zero, then dropped
+    assert "model.decoder.layers.0.self_attn.k_proj.bias" not in state
+
+
+def test_nonzero_key_bias_is_refused():
+    _, variables = ct2.read_model_bin(bundled_model_dir() / "model.bin")
+    variables = dict(variables)
+    bias = variables["encoder/layer_0/self_attention/linear_0/bias"].copy()
+    bias[400] = 1.0  # inside the key third
+    variables["encoder/layer_0/self_attention/linear_0/bias"] = bias
+    with pytest.raises(ValueError, match="key bias"):
+        ct2.to_hf_state_dict(variables)
+
+
+def test_special_tokens_registered(loaded):
+    vocab = loaded.vocab
+    assert (vocab.eot, vocab.sot, vocab.no_timestamps, vocab.timestamp_begin) == (50256, 50257, 50362, 50363)
+    assert not vocab.is_multilingual
+    assert vocab.decode(vocab.encode(" Hello world.")) == " Hello world."
+
+
+@pytest.mark.parametrize("index", [0, 7, 19])
+def test_greedy_tokens_equal_ctranslate2(loaded, runner, speech_dir, index):
+    """Same log-mel in, same greedy tokens (with timestamps) out as CTranslate2 on the original file."""
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from speech import read16k
+
+    audio = read16k(speech_dir / f"h{index}.wav")
+    padded = np.zeros(WINDOW_SAMPLES, np.float32)
+    padded[: len(audio)] = audio
+    mel = log_mel(torch.from_numpy(padded))[None]  # [1, 80, 3000]
+    reference = ctranslate2.models.Whisper(str(bundled_model_dir()), device="cpu", compute_type="float32")
+    out = reference.generate(
+        ctranslate2.StorageView.from_array(mel.numpy()), [[loaded.vocab.sot]], beam_size=1,
+        max_length=224, return_no_speech_prob=True,
+    )[0]
+    with torch.inference_mode():
+        mine = WindowDecoder(runner, loaded.vocab).decode(runner.encode(mel), [], None, 0.0, None)
+    assert mine.tokens == out.sequences_ids[0]
+    assert mine.no_speech_prob == pytest.approx(out.no_speech_prob, abs=1e-4)
+
+
+def test_runner_logits_equal_transformers(loaded, runner, speech_dir):
+    """sasr's decoder step with its own KV cache computes what transformers' forward computes."""
+    from speech import read16k
+
+    audio = read16k(speech_dir / "h1.wav")
+    padded = np.zeros(WINDOW_SAMPLES, np.float32)
+    padded[: len(audio)] = audio
+    mel = log_mel(torch.from_numpy(padded))[None]
+    tokens = torch.tensor([[50257, 50363, 383, 2068, 7586, 21831]])
+    with torch.inference_mode():
+        reference = loaded.model(input_features=mel, decoder_input_ids=tokens).logits
+        cache = runner.encode(mel)
+        prefill = runner.decode(cache, tokens[:, :4], torch.tensor([0]))
+        steps = [runner.decode(cache, tokens[:, i : i + 1], torch.tensor([i])) for i in (4, 5)]
+    mine = torch.cat([prefill, *steps], dim=1)
+    torch.testing.assert_close(mine, reference, atol=1e-3, rtol=1e-4)
