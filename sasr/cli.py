@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb)
     serve.add_argument("--max-queued-requests", type=int, default=defaults.max_queued_requests,
                        help="requests admitted at once; more get 503 with Retry-After")
+    serve.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs,
+                       help="windows decoded together in one batch (KV arena slots)")
+    serve.add_argument("--enforce-eager", action="store_true", help="on CUDA, run without CUDA graphs")
     serve.add_argument("--log-level", default="info")
     transcribe = sub.add_parser("transcribe", help="transcribe files without a server")
     _model_args(transcribe)
@@ -43,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from sasr.engine.local import build_engine
+    from sasr.engine.engine import build_engine
     from sasr.models.loader import served_name_for
     from sasr.server.app import create_app
 
@@ -51,8 +54,10 @@ def serve(args: argparse.Namespace) -> None:
         model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
         device=args.device, dtype=args.dtype, max_audio_seconds=args.max_audio_seconds,
         max_upload_mb=args.max_upload_mb, max_queued_requests=args.max_queued_requests,
+        max_num_seqs=args.max_num_seqs, enforce_eager=args.enforce_eager,
     )
-    engine = build_engine(config.model, config.device, config.dtype, config.max_queued_requests)
+    engine = build_engine(config.model, config.device, config.dtype, config.max_num_seqs,
+                          config.max_queued_requests, config.enforce_eager)
     name = config.served_model_name or served_name_for(config.model)
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
     uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level)
@@ -64,21 +69,25 @@ def transcribe(args: argparse.Namespace) -> None:
 
     from sasr.audio.io import AudioError, decode_audio
     from sasr.engine import TranscriptionRequest
-    from sasr.engine.local import build_engine
+    from sasr.engine.engine import build_engine
 
-    engine = build_engine(args.model, args.device, args.dtype, max_queued=1)
-    status = 0
-    for name in args.files:
+    engine = build_engine(args.model, args.device, args.dtype)
+
+    async def one(name: str) -> str:
         try:
             audio = decode_audio(Path(name).read_bytes())
         except (OSError, AudioError) as exc:
-            print(f"{name}: error: {exc}", file=sys.stderr)
-            status = 1
-            continue
-        result = asyncio.run(engine.transcribe(TranscriptionRequest(audio, language=args.language)))
-        print(f"{name}: {result.text}" if len(args.files) > 1 else result.text)
+            return f"{name}: error: {exc}"
+        result = await engine.transcribe(TranscriptionRequest(audio, language=args.language))
+        return f"{name}: {result.text}" if len(args.files) > 1 else result.text
+
+    async def all_files() -> list[str]:
+        return await asyncio.gather(*(one(name) for name in args.files))  # batched together
+
+    lines = asyncio.run(all_files())
     engine.close()
-    sys.exit(status)
+    print("\n".join(lines))
+    sys.exit(1 if any(": error: " in line for line in lines) else 0)
 
 
 def main(argv: list[str] | None = None) -> None:

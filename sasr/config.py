@@ -15,3 +15,5 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     max_audio_seconds: float = 3600.0  # longer uploads get a 400
     max_upload_mb: float = 100.0  # request bodies larger than this get a 413
     max_queued_requests: int = 64  # beyond this, 503 with Retry-After
+    max_num_seqs: int = 16  # windows decoded together (KV arena slots); more wait in the queue
+    enforce_eager: bool = False  # CUDA: no graphs (the eager reference path)

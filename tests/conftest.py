@@ -32,10 +32,20 @@ def loaded(cache_dir):
 
 
 @pytest.fixture(scope="session")
-def runner(loaded):
-    from sasr.models.whisper import WhisperRunner
+def whisper(loaded):
+    from sasr.models.whisper import WhisperModel
 
-    return WhisperRunner(loaded.model)
+    return WhisperModel(loaded.model)
+
+
+@pytest.fixture(scope="session")
+def engine(loaded):
+    """The continuous-batching engine on the bundled model, in this process."""
+    from sasr.engine.engine import BatchEngine
+
+    eng = BatchEngine(loaded, max_num_seqs=8)
+    yield eng
+    eng.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sasr.audio.features import WINDOW_SAMPLES, log_mel
-from sasr.decoding.transcribe import WindowDecoder
+from sasr.decoding.transcribe import WindowJob
 from sasr.models import ct2
 from sasr.models.loader import bundled_model_dir
 
@@ -53,7 +53,7 @@ def test_special_tokens_registered(loaded):
 
 
 @pytest.mark.parametrize("index", [0, 7, 19])
-def test_greedy_tokens_equal_ctranslate2(loaded, runner, speech_dir, index):
+async def test_greedy_tokens_equal_ctranslate2(loaded, engine, speech_dir, index):
     """Same log-mel in, same greedy tokens (with timestamps) out as CTranslate2 on the original file."""
     ctranslate2 = pytest.importorskip("ctranslate2")
     from speech import read16k
@@ -67,13 +67,13 @@ def test_greedy_tokens_equal_ctranslate2(loaded, runner, speech_dir, index):
         ctranslate2.StorageView.from_array(mel.numpy()), [[loaded.vocab.sot]], beam_size=1,
         max_length=224, return_no_speech_prob=True,
     )[0]
-    with torch.inference_mode():
-        mine = WindowDecoder(runner, loaded.vocab).decode(runner.encode(mel), [], None, 0.0, None)
+    job = WindowJob(audio, prefix=[loaded.vocab.sot], sot_index=0, temperature=0.0, seed=0, max_new_tokens=224)
+    mine = await engine.run_window(job)  # through the scheduler and runner, as a request would go
     assert mine.tokens == out.sequences_ids[0]
     assert mine.no_speech_prob == pytest.approx(out.no_speech_prob, abs=1e-4)
 
 
-def test_runner_logits_equal_transformers(loaded, runner, speech_dir):
+def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
     """sasr's decoder step with its own KV cache computes what transformers' forward computes."""
     from speech import read16k
 
@@ -84,8 +84,9 @@ def test_runner_logits_equal_transformers(loaded, runner, speech_dir):
     tokens = torch.tensor([[50257, 50363, 383, 2068, 7586, 21831]])
     with torch.inference_mode():
         reference = loaded.model(input_features=mel, decoder_input_ids=tokens).logits
-        cache = runner.encode(mel)
-        prefill = runner.decode(cache, tokens[:, :4], torch.tensor([0]))
-        steps = [runner.decode(cache, tokens[:, i : i + 1], torch.tensor([i])) for i in (4, 5)]
+        cache = whisper.new_cache(1, whisper.num_audio_frames)
+        cache.cross_k[:], cache.cross_v[:] = whisper.encode(mel)
+        prefill = whisper.decode(cache, tokens[:, :4], torch.arange(4)[None], kv_len=4)
+        steps = [whisper.decode(cache, tokens[:, i : i + 1], torch.tensor([[i]]), kv_len=i + 1) for i in (4, 5)]
     mine = torch.cat([prefill, *steps], dim=1)
     torch.testing.assert_close(mine, reference, atol=1e-3, rtol=1e-4)

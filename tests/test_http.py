@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import subprocess
+import time
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -186,15 +187,15 @@ def test_missing_file_and_not_multipart(server):
     assert server.healthy()
 
 
-def test_models_health_metrics(client, server):
+def test_models_health_metrics(client, server, five_sentences):
     assert [m.id for m in client.models.list()] == ["whisper-tiny.en"]
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    client.audio.transcriptions.create(model="whisper-1", file=("x.wav", wav_bytes(np.zeros(16000, np.float32))))
+    client.audio.transcriptions.create(model="whisper-1", file=("x.wav", five_sentences[0]))
     metrics = httpx.get(f"{server.url}/metrics").text
     assert re.search(r'sasr_requests_total\{path="/v1/audio/transcriptions",status="200"\} [1-9]', metrics)
     assert re.search(r"sasr_audio_seconds_total [1-9]", metrics)
     assert 'sasr_request_latency_seconds_bucket{endpoint="transcriptions",le="+Inf"}' in metrics
-    assert "sasr_queued_requests 0" in metrics
+    assert "sasr_engine_kv_slots_total 16" in metrics and "sasr_engine_step_seconds_count" in metrics
 
 
 def test_full_queue_gets_503(cache_dir, long_speech):
@@ -235,3 +236,28 @@ def test_local_transformers_directory(loaded, speech_dir, tmp_path):
     from sasr.models.loader import served_name_for
 
     assert served_name_for(str(checkpoint)) == "whisper-my-whisper"
+
+
+def test_client_disconnect_frees_the_engine(server, long_speech):
+    """A client that hangs up mid-request stops costing anything; the server keeps serving."""
+    import socket
+
+    data = long_speech[0].read_bytes()
+    boundary = "sasrboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body)
+        deadline = time.monotonic() + 30
+        while "sasr_engine_running_sequences 1" not in httpx.get(f"{server.url}/metrics").text:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    deadline = time.monotonic() + 10  # closed: the request's sequence leaves at the next step
+    idle = ("sasr_requests_in_engine 0\n", "sasr_engine_running_sequences 0\n")
+    while not all(line in (metrics := httpx.get(f"{server.url}/metrics").text) for line in idle):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.05)
+    assert "sasr_client_disconnects_total 1" in metrics
+    assert server.healthy()

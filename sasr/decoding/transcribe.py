@@ -3,20 +3,22 @@
 Each 30 s window is decoded with timestamps. Where the window's last segment is cut off (the text
 does not end on a closing timestamp) the next window starts at the last complete segment's end, so no
 word is lost or doubled at the seam.
+
+The policy is a generator: it yields a `WindowJob` for each decode it needs and receives the
+`WindowResult`, so the engine can batch the windows of many requests while each request's windows
+stay in order. No torch here.
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Generator
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from sasr.audio.features import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, log_mel
-from sasr.decoding.filters import default_filters
+from sasr.audio.features import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
 from sasr.models.vocab import TIMESTAMP_S, WhisperVocab
-from sasr.models.whisper import KVCache, WhisperRunner
 from sasr.protocol import Segment
 
 FRAMES_PER_TOKEN = round(TIMESTAMP_S * FRAMES_PER_S)  # mel frames per timestamp step (2)
@@ -39,12 +41,26 @@ class Options:
 
 
 @dataclass
+class WindowJob:
+    """One decode the policy needs: a window of audio and the forced tokens before sampling."""
+
+    audio: np.ndarray  # [<= 30 s] 16 kHz float32
+    prefix: list[int]
+    sot_index: int  # index of <|startoftranscript|> in prefix
+    temperature: float
+    seed: int
+    max_new_tokens: int
+
+
+@dataclass
 class WindowResult:
     tokens: list[int]  # sampled tokens, without the end of text
-    avg_logprob: float
+    sum_logprob: float  # over the sampled tokens and the end of text
     no_speech_prob: float
-    temperature: float
-    compression_ratio: float = field(default=0.0)
+
+    @property
+    def avg_logprob(self) -> float:
+        return self.sum_logprob / (len(self.tokens) + 1)
 
 
 def compression_ratio(text: str) -> float:
@@ -68,65 +84,28 @@ def is_no_speech(result: WindowResult) -> bool:
     return result.no_speech_prob > NO_SPEECH_MIN and unconvincing
 
 
-class WindowDecoder:
-    """Decode one encoded window: forced prefix, then sampled tokens under the logit filters."""
+def prefix_for(vocab: WhisperVocab, prompt_ids: list[int], language: str | None, max_len: int) -> tuple[list[int], int]:
+    """Forced tokens ([<|startofprev|> prompt] <|startoftranscript|> ...) and the index of <|sot|>."""
+    keep = max_len // 2 - 1  # as Whisper: at most half the context is prompt
+    context = [vocab.sot_prev] + prompt_ids[-keep:] if prompt_ids else []
+    return context + vocab.sot_sequence(language), len(context)
 
-    def __init__(self, runner: WhisperRunner, vocab: WhisperVocab) -> None:
-        self.runner, self.vocab = runner, vocab
-        self.filters = default_filters(vocab)
-        self.max_sample_len = runner.max_len // 2
 
-    def prefix(self, prompt_ids: list[int], language: str | None) -> tuple[list[int], int]:
-        """Forced tokens and the index of <|startoftranscript|> in them."""
-        context = [self.vocab.sot_prev] + prompt_ids[-(self.max_sample_len - 1) :] if prompt_ids else []
-        return context + self.vocab.sot_sequence(language), len(context)
-
-    def decode(
-        self, cache: KVCache, prompt_ids: list[int], language: str | None, temperature: float, generator
-    ) -> WindowResult:
-        prefix, sot_index = self.prefix(prompt_ids, language)
-        device = self.runner.device
-        logits = self.runner.decode(cache, torch.tensor([prefix], device=device), torch.zeros(1, dtype=torch.long, device=device))
-        no_speech_prob = float(torch.softmax(logits[0, sot_index], -1)[self.vocab.no_speech])
-        next_logits, sampled, sum_logprob = logits[0, -1], [], 0.0
-        limit = min(self.max_sample_len, self.runner.max_len - len(prefix))
-        while len(sampled) < limit:
-            for f in self.filters:
-                f.apply(next_logits, sampled)
-            logprobs = torch.log_softmax(next_logits, -1)
-            if temperature > 0:
-                probs = torch.softmax(next_logits / temperature, -1)
-                token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
-            else:
-                token = int(next_logits.argmax())
-            sum_logprob += float(logprobs[token])
-            if token == self.vocab.eot:
-                break
-            sampled.append(token)
-            position = torch.tensor([len(prefix) + len(sampled) - 1], device=device)
-            next_logits = self.runner.decode(cache, torch.tensor([[token]], device=device), position)[0, -1]
-        text = self.vocab.decode(sampled)
-        return WindowResult(
-            tokens=sampled,
-            avg_logprob=sum_logprob / (len(sampled) + 1),
-            no_speech_prob=no_speech_prob,
-            temperature=temperature,
-            compression_ratio=compression_ratio(text),
-        )
-
-    def decode_with_fallback(
-        self, cache: KVCache, prompt_ids: list[int], options: Options, generator
-    ) -> WindowResult:
-        """Greedy first; where the result looks like a loop or a guess, sample at rising temperatures."""
-        temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
-        result = None
-        for temperature in temperatures:
-            result = self.decode(cache, prompt_ids, options.language, temperature, generator)
-            if is_no_speech(result):
-                return result  # no temperature will find words that are not there
-            if result.compression_ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN:
-                return result
-        return result
+def decode_with_fallback(
+    vocab: WhisperVocab, audio: np.ndarray, prompt_ids: list[int], options: Options, max_len: int, seed: int
+) -> Generator[WindowJob, WindowResult, tuple[WindowResult, float]]:
+    """Greedy first; where the result looks like a loop or a guess, sample at rising temperatures."""
+    prefix, sot_index = prefix_for(vocab, prompt_ids, options.language, max_len)
+    max_new = min(max_len // 2, max_len - len(prefix))
+    temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
+    for temperature in temperatures:
+        result = yield WindowJob(audio, prefix, sot_index, temperature, seed, max_new)
+        if is_no_speech(result):
+            break  # no temperature will find words that are not there
+        ratio = compression_ratio(vocab.decode(result.tokens))
+        if ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN:
+            break
+    return result, temperature
 
 
 def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, list[int]]], int | None]:
@@ -134,14 +113,15 @@ def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, 
 
     Returns the segments and, if the window's last segment was left open (cut off by the window's
     end), the timestamp step at which the next window should resume; None if the window ended cleanly.
+    An end step of -1 means the segment runs to the window's end.
     """
     is_ts = [t >= begin for t in tokens]
     single_ending = is_ts[-2:] == [False, True]
     cuts = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
     if not cuts:
         stamps = [t - begin for t in tokens if t >= begin]
-        end = stamps[-1] if stamps and stamps[-1] > 0 else None
-        return [(stamps[0] if stamps else 0, end if end is not None else -1, tokens)], None
+        end = stamps[-1] if stamps and stamps[-1] > 0 else -1
+        return [(stamps[0] if stamps else 0, end, tokens)], None
     if single_ending:
         cuts.append(len(tokens))
     segments, last = [], 0
@@ -153,13 +133,10 @@ def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, 
     return segments, resume
 
 
-@torch.inference_mode()
-def transcribe(runner: WhisperRunner, vocab: WhisperVocab, audio: np.ndarray, options: Options) -> list[Segment]:
-    """Transcribe 16 kHz mono float32 audio of any length into timed segments."""
-    decoder = WindowDecoder(runner, vocab)
-    generator = torch.Generator().manual_seed(options.seed)
-    padded = np.concatenate([audio, np.zeros(WINDOW_SAMPLES, np.float32)])
-    mel = log_mel(torch.from_numpy(padded).to(runner.device), runner.num_mel_bins)  # [n_mels, frames]
+def long_form(
+    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int
+) -> Generator[WindowJob, WindowResult, list[Segment]]:
+    """Transcribe 16 kHz mono float32 audio of any length into timed segments, window by window."""
     num_frames = len(audio) // HOP_SAMPLES
     duration_s = len(audio) / SAMPLE_RATE
     prompt_ids = vocab.encode(" " + options.prompt.strip()) if options.prompt else []
@@ -167,23 +144,24 @@ def transcribe(runner: WhisperRunner, vocab: WhisperVocab, audio: np.ndarray, op
     seek = 0
     while num_frames - seek >= MIN_WINDOW_FRAMES:
         window_frames = min(WINDOW_FRAMES, num_frames - seek)
-        offset_s = seek / FRAMES_PER_S
-        window_audio = audio[seek * HOP_SAMPLES : (seek + window_frames) * HOP_SAMPLES]
-        if is_silent(window_audio):
+        window = audio[seek * HOP_SAMPLES : (seek + window_frames) * HOP_SAMPLES]
+        if is_silent(window):
             seek += window_frames
             continue
-        cache = runner.encode(mel[None, :, seek : seek + WINDOW_FRAMES])
-        result = decoder.decode_with_fallback(cache, prompt_ids, options, generator)
+        seed = options.seed * 1_000_003 + seek
+        result, temperature = yield from decode_with_fallback(vocab, window, prompt_ids, options, max_len, seed)
         if is_no_speech(result) or not result.tokens:
             seek += window_frames
             continue
+        offset_s = seek / FRAMES_PER_S
         pieces, resume = split_segments(result.tokens, vocab.timestamp_begin)
+        ratio = compression_ratio(vocab.decode(result.tokens))
         for start, end, tokens in pieces:
-            if end < 0:  # no closing timestamp: the segment runs to the window's end
-                end = window_frames // FRAMES_PER_TOKEN
             text = vocab.decode(tokens)
             if not text.strip():
                 continue
+            if end < 0:
+                end = window_frames // FRAMES_PER_TOKEN
             start_s = max(offset_s + start * TIMESTAMP_S, segments[-1].end if segments else 0.0)
             end_s = min(max(offset_s + end * TIMESTAMP_S, start_s), duration_s)
             segments.append(
@@ -194,14 +172,14 @@ def transcribe(runner: WhisperRunner, vocab: WhisperVocab, audio: np.ndarray, op
                     end=round(end_s, 2),
                     text=text,
                     tokens=tokens,
-                    temperature=result.temperature,
+                    temperature=temperature,
                     avg_logprob=result.avg_logprob,
-                    compression_ratio=result.compression_ratio,
+                    compression_ratio=ratio,
                     no_speech_prob=result.no_speech_prob,
                 )
             )
         seek += resume * FRAMES_PER_TOKEN if resume else window_frames
-        if options.condition_on_previous_text and result.temperature <= 0.5:
+        if options.condition_on_previous_text and temperature <= 0.5:
             prompt_ids = prompt_ids + result.tokens
         else:
             prompt_ids = []

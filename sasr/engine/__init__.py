@@ -1,7 +1,7 @@
 """The engine contract the server codes against: requests in, transcriptions out. No torch here.
 
-The server only sees `Engine`; how requests are batched and run (a worker thread today, the
-continuous-batching scheduler later) stays behind it.
+The server only sees `Engine`; how requests are batched and run (sasr.engine.engine.BatchEngine:
+continuous batching on a worker thread) stays behind it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Engine(Protocol):
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...
 
-    def stats(self) -> dict[str, float]: ...
+    def render_metrics(self) -> str:
+        """The engine's own metrics in Prometheus text format."""
+        ...
 
     def close(self) -> None: ...

@@ -17,7 +17,7 @@ from sasr.audio.features import WINDOW_FRAMES
 
 @dataclass
 class KVCache:
-    """Per-sequence decoder state for a batch of B sequences.
+    """Decoder state of B sequences (the whole arena, or a view of some of its slots).
 
     self_k/self_v are written in place by position; cross_k/cross_v are computed once per encoding.
     """
@@ -27,9 +27,17 @@ class KVCache:
     cross_k: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
     cross_v: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
 
+    def rows(self, start: int, stop: int) -> "KVCache":
+        """A view of sequences start..stop-1."""
+        return KVCache(*(t[:, start:stop] for t in (self.self_k, self.self_v, self.cross_k, self.cross_v)))
 
-class WhisperRunner:
-    """Encoder and decoder steps of one Whisper model; stateless apart from the weights."""
+    def copy_row(self, src: int, dst: int) -> None:
+        for t in (self.self_k, self.self_v, self.cross_k, self.cross_v):
+            t[:, dst].copy_(t[:, src])
+
+
+class WhisperModel:
+    """Encoder and decoder passes of one Whisper model; the KV cache is passed in."""
 
     def __init__(self, model: WhisperForConditionalGeneration) -> None:
         self.model = model
@@ -39,6 +47,7 @@ class WhisperRunner:
         self.head_dim = cfg.d_model // cfg.decoder_attention_heads
         self.max_len = cfg.max_target_positions
         self.num_mel_bins = cfg.num_mel_bins
+        self.num_audio_frames = cfg.max_source_positions
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.decoder = model.model.decoder
@@ -48,28 +57,31 @@ class WhisperRunner:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     @torch.inference_mode()
-    def encode(self, mel: torch.Tensor) -> KVCache:
-        """Encode mel windows [B, n_mels, 3000] and return a fresh cache holding their cross K/V."""
+    def encode(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode mel windows [B, n_mels, 3000]; return their cross-attention K and V [L, B, H, 1500, Dh]."""
         assert mel.shape[-1] == WINDOW_FRAMES, mel.shape
         hidden = self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state  # [B, 1500, D]
         layers = self.decoder.layers
         cross_k = torch.stack([self._heads(layer.encoder_attn.k_proj(hidden)) for layer in layers])
         cross_v = torch.stack([self._heads(layer.encoder_attn.v_proj(hidden)) for layer in layers])
-        batch = mel.shape[0]
-        shape = (self.num_layers, batch, self.num_heads, self.max_len, self.head_dim)
-        self_k = torch.zeros(shape, device=self.device, dtype=self.dtype)
-        return KVCache(self_k, torch.zeros_like(self_k), cross_k, cross_v)
+        return cross_k, cross_v
+
+    def new_cache(self, num_seqs: int, num_audio_frames: int) -> KVCache:
+        """A zeroed cache for num_seqs sequences (the engine's arena, or a test's own)."""
+        self_shape = (self.num_layers, num_seqs, self.num_heads, self.max_len, self.head_dim)
+        cross_shape = (self.num_layers, num_seqs, self.num_heads, num_audio_frames, self.head_dim)
+        zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
+        return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape))
 
     @torch.inference_mode()
-    def decode(self, cache: KVCache, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        """Run tokens [B, T] at positions start[:, None] + arange(T); return logits [B, T, V] (fp32).
+    def decode(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Run tokens [B, T] at positions [B, T]; return logits [B, T, V] (fp32).
 
-        Writes the tokens' self-attention K/V into the cache; each sequence attends to its own
-        positions up to and including the query's.
+        Writes the tokens' self-attention K/V into the cache at their positions; each query attends
+        to keys at positions up to its own, within the first kv_len positions (a fixed kv_len keeps
+        shapes static for CUDA graphs).
         """
         batch, num_tokens = tokens.shape
-        positions = start[:, None] + torch.arange(num_tokens, device=self.device)  # [B, T]
-        kv_len = int(positions.max()) + 1
         # mask: [B, 1, T, kv_len], True where the key may be attended to
         mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         rows = torch.arange(batch, device=self.device)[:, None]  # [B, 1]
@@ -91,7 +103,3 @@ class WhisperRunner:
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         x = self.decoder.layer_norm(x)
         return (x @ self.decoder.embed_tokens.weight.T).float()
-
-    def select(self, cache: KVCache, rows: torch.Tensor) -> KVCache:
-        """The cache of a subset (or repetition) of the batch's sequences."""
-        return KVCache(*(t[:, rows] for t in (cache.self_k, cache.self_v, cache.cross_k, cache.cross_v)))

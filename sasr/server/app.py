@@ -11,7 +11,7 @@ from sasr.config import ServerConfig
 from sasr.engine import Engine
 from sasr.server.errors import EXCEPTION_HANDLERS
 from sasr.server.http import ROUTES
-from sasr.server.metrics import Metrics
+from sasr.metrics import Metrics
 
 _KNOWN_PATHS = frozenset(route.paths.copy().pop() for route in ROUTES)
 

@@ -31,6 +31,10 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
+class ClientGone(Exception):
+    """The client closed the connection before the response was ready."""
+
+
 def error_response(status: int, message: str, code: str, param: str | None = None, headers=None) -> Response:
     kind = "server_error" if status >= 500 else "invalid_request_error"
     body = ErrorResponse(ErrorBody(message=message, type=kind, param=param, code=code))
@@ -52,10 +56,20 @@ def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     return error_response(exc.status_code, str(exc.detail), code.value, headers=exc.headers)
 
 
+def handle_client_gone(request: Request, exc: Exception) -> Response:
+    _metrics(request).inc("sasr_client_disconnects_total", help="Requests abandoned by their client")
+    return error_response(499, "client closed the request", "client_closed_request")  # nobody reads it
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
     _metrics(request).inc("sasr_errors_total", help="Requests refused, by error code", code="internal_error")
     return error_response(500, "internal server error", ErrorCode.INTERNAL_ERROR.value)
 
 
-EXCEPTION_HANDLERS = {APIError: handle_api_error, HTTPException: handle_http_exception, Exception: handle_unexpected}
+EXCEPTION_HANDLERS = {
+    APIError: handle_api_error,
+    HTTPException: handle_http_exception,
+    ClientGone: handle_client_gone,
+    Exception: handle_unexpected,
+}

@@ -14,7 +14,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGU
 from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
 from sasr.engine import EngineBusy, TranscriptionRequest
 from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat
-from sasr.server.errors import APIError
+from sasr.server.errors import APIError, ClientGone
 from sasr.server.formats import render
 
 MODEL_ALIASES = ("whisper-1",)  # accepted in `model` so code written for OpenAI works unchanged
@@ -87,6 +87,25 @@ def parse_form(form, state: State) -> TranscriptionForm:
     )
 
 
+async def until_disconnect(request: Request, work):
+    """Await `work`, cancelling it if the client disconnects first (its engine slots free at once)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGone()
+    return task.result()
+
+
 @post("/v1/audio/transcriptions", status_code=200)
 async def create_transcription(request: Request, state: State) -> Response:
     started = time.perf_counter()
@@ -101,7 +120,7 @@ async def create_transcription(request: Request, state: State) -> Response:
         raise _bad(str(exc), "file", code) from None
     job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature)
     try:
-        result = await state.engine.transcribe(job)
+        result = await until_disconnect(request, state.engine.transcribe(job))
     except EngineBusy as exc:
         raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
     body, media_type = render(result, fields.response_format)
@@ -125,8 +144,7 @@ async def health() -> dict[str, str]:
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(state: State) -> str:
-    gauges = {f"sasr_{k}": v for k, v in state.engine.stats().items()}
-    return state.metrics.render(gauges)
+    return state.metrics.render() + state.engine.render_metrics()
 
 
 ROUTES = [create_transcription, list_models, health, metrics]

@@ -1,0 +1,151 @@
+"""The model runner: executes a scheduler Batch on the Whisper model and samples the next tokens.
+
+It owns everything that is preallocated: the KV arena (one slot per sequence the engine can hold),
+the staging buffers for per-step inputs, and on CUDA one captured graph per decode batch-size bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from sasr.audio.features import WINDOW_SAMPLES
+from sasr.decoding.filters import default_filters
+from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+from sasr.models.vocab import WhisperVocab
+from sasr.models.whisper import KVCache, WhisperModel
+from kernels.logmel import log_mel_batch
+
+log = logging.getLogger("sasr.engine")
+
+GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+def bucket_for(num_seqs: int, buckets: tuple[int, ...]) -> int:
+    return next(b for b in buckets if b >= num_seqs)
+
+
+class ModelRunner:
+    def __init__(self, model: WhisperModel, vocab: WhisperVocab, max_num_seqs: int, enforce_eager: bool = False) -> None:
+        self.model, self.vocab = model, vocab
+        self.max_num_seqs = max_num_seqs
+        self.device = model.device
+        self.filters = default_filters(vocab)
+        # The arena: every slot's self-attention K/V for all positions, and its cross-attention K/V.
+        self.arena = model.new_cache(max_num_seqs, model.num_audio_frames)
+        # Staging for the decode step's inputs: filled on the host, copied in one go.
+        pin = self.device.type == "cuda"
+        self.host_tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
+        self.host_positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
+        self.tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
+        self.positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        if self.device.type == "cuda" and not enforce_eager:
+            self.capture_graphs()
+
+    def arena_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in vars(self.arena).values())
+
+    # -- decode -------------------------------------------------------------------------------
+
+    def _decode_eager(self, num_rows: int, kv_len: int) -> torch.Tensor:
+        cache = self.arena.rows(0, num_rows)
+        return self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len)[:, -1]
+
+    @torch.inference_mode()
+    def capture_graphs(self) -> None:
+        """Capture the decode step for each batch-size bucket; replays attend over all positions."""
+        buckets = [b for b in GRAPH_BUCKETS if b <= self.max_num_seqs]
+        if self.max_num_seqs not in buckets:
+            buckets.append(self.max_num_seqs)
+        pool = None
+        for size in reversed(buckets):  # largest first, so smaller graphs reuse its memory pool
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm up kernels and allocator outside the capture
+                    self._decode_eager(size, self.model.max_len)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                logits = self._decode_eager(size, self.model.max_len)
+            pool = graph.pool()
+            self.graphs[size] = (graph, logits)
+        torch.cuda.synchronize()
+        log.info("captured decode graphs for batch sizes %s", sorted(self.graphs))
+
+    def decode(self, rows: list[DecodeRow]) -> torch.Tensor:
+        """Logits [len(rows), V] for each running sequence's next token; slots 0..len(rows)-1."""
+        num_rows = len(rows)
+        self.host_tokens[:num_rows, 0] = torch.tensor([r.token for r in rows])
+        self.host_positions[:num_rows, 0] = torch.tensor([r.position for r in rows])
+        if self.graphs:
+            size = bucket_for(num_rows, tuple(sorted(self.graphs)))
+            # padding rows decode token 0 at position 0 in free slots; new sequences overwrite them later
+            self.host_tokens[num_rows:size] = 0
+            self.host_positions[num_rows:size] = 0
+            self.tokens[:size].copy_(self.host_tokens[:size], non_blocking=True)
+            self.positions[:size].copy_(self.host_positions[:size], non_blocking=True)
+            graph, logits = self.graphs[size]
+            graph.replay()
+            return logits[:num_rows]
+        self.tokens[:num_rows].copy_(self.host_tokens[:num_rows])
+        self.positions[:num_rows].copy_(self.host_positions[:num_rows])
+        kv_len = max(r.position for r in rows) + 1
+        return self._decode_eager(num_rows, kv_len)
+
+    # -- new sequences: encode and prefill -------------------------------------------------------
+
+    def prefill(self, new: list[NewSequence], first_slot: int) -> tuple[torch.Tensor, list[float]]:
+        """Encode the new windows into their slots, prefill their prefixes; logits [N, V] and P(no speech)."""
+        audio = np.zeros((len(new), WINDOW_SAMPLES), np.float32)
+        for i, seq in enumerate(new):
+            audio[i, : len(seq.audio)] = seq.audio[:WINDOW_SAMPLES]
+        mel = log_mel_batch(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)
+        cache = self.arena.rows(first_slot, first_slot + len(new))
+        cache.cross_k[:], cache.cross_v[:] = self.model.encode(mel)
+        lengths = [len(seq.prefix) for seq in new]
+        width = max(lengths)
+        tokens = torch.tensor([seq.prefix + [0] * (width - len(seq.prefix)) for seq in new], device=self.device)
+        positions = torch.arange(width, device=self.device).expand(len(new), width)
+        logits = self.model.decode(cache, tokens, positions, width)  # [N, width, V]
+        rows = torch.arange(len(new), device=self.device)
+        sot = torch.tensor([seq.sot_index for seq in new], device=self.device)
+        no_speech = torch.softmax(logits[rows, sot], -1)[:, self.vocab.no_speech]
+        last = torch.tensor(lengths, device=self.device) - 1
+        return logits[rows, last], no_speech.tolist()
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def sample(self, logits: torch.Tensor, histories: list[list[int]], params: list[SamplingParams]):
+        """Apply the logit filters row by row, then pick each row's token (greedy or sampled)."""
+        for row, sampled in enumerate(histories):
+            for f in self.filters:
+                f.apply(logits[row], sampled)
+        logprobs = torch.log_softmax(logits, -1)
+        tokens = logits.argmax(-1).tolist()
+        for row, p in enumerate(params):
+            if p.temperature > 0:
+                # seeded by (seed, position): the same draw whether the row runs alone or batched
+                generator = torch.Generator().manual_seed(p.seed * 1_000_003 + len(histories[row]))
+                probs = torch.softmax(logits[row].float().cpu() / p.temperature, -1)
+                tokens[row] = int(torch.multinomial(probs, 1, generator=generator))
+        chosen = logprobs[torch.arange(len(tokens), device=logits.device), torch.tensor(tokens, device=logits.device)]
+        return tokens, chosen.tolist()
+
+    @torch.inference_mode()
+    def step(self, batch: Batch) -> StepOutput:
+        for src, dst in batch.moves:
+            self.arena.copy_row(src, dst)
+        parts, no_speech = [], []
+        if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
+            parts.append(self.decode(batch.decode))
+        if batch.new:
+            logits, no_speech = self.prefill(batch.new, first_slot=len(batch.decode))
+            parts.append(logits)
+        logits = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
+        rows = [*batch.decode, *batch.new]
+        tokens, logprobs = self.sample(logits, [r.sampled for r in rows], [r.sampling for r in rows])
+        return StepOutput(tokens=tokens, logprobs=logprobs, no_speech_probs=no_speech)

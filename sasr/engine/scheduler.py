@@ -1,0 +1,139 @@
+"""Continuous batching, in pure Python: which sequences run in the next step, and what came of it.
+
+Every step the scheduler compacts the running set (finished and aborted sequences leave), admits
+waiting sequences into free slots, and describes the step as a `Batch`: decode rows for the running
+sequences, new sequences to encode and prefill. `postprocess` feeds the runner's `StepOutput` back.
+Sequences join and leave between any two steps.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ABORTED = "aborted"
+
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One window's decode: forced prefix, then tokens sampled until end of text or the length cap."""
+
+    audio: np.ndarray  # [num_samples <= 30 s] 16 kHz float32
+    prefix: list[int]
+    sot_index: int
+    max_new_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    on_finish: Callable[["Sequence"], None] | None = None  # called by postprocess, on the engine thread
+    seq_id: int = field(default_factory=lambda: next(_ids))
+    sampled: list[int] = field(default_factory=list)
+    sum_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    slot: int = -1
+    status: Status = Status.WAITING
+    error: BaseException | None = None  # set when a runner fault aborted it
+
+    @property
+    def position(self) -> int:
+        """Position of the last sampled token."""
+        return len(self.prefix) + len(self.sampled) - 1
+
+
+class Scheduler:
+    def __init__(self, max_num_seqs: int, eot: int, max_len: int, max_new_per_step: int | None = None) -> None:
+        self.max_num_seqs = max_num_seqs  # arena slots
+        self.max_new_per_step = max_new_per_step or max_num_seqs  # encodes per step (they stall decoding)
+        self.eot = eot
+        self.max_len = max_len  # positions per sequence
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # running[i].slot == i after each schedule()
+        self._rows: list[Sequence] = []  # the sequences of the last batch, in row order
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting) or any(s.status is Status.RUNNING for s in self.running)
+
+    def add(self, seq: Sequence) -> None:
+        if len(seq.prefix) >= self.max_len:
+            raise ValueError(f"prefix of {len(seq.prefix)} tokens does not fit {self.max_len} positions")
+        seq.status = Status.WAITING
+        self.waiting.append(seq)
+
+    def abort(self, seq: Sequence) -> None:
+        """Drop a sequence; a running one frees its slot at the next schedule()."""
+        if seq.status is Status.WAITING:
+            self.waiting.remove(seq)
+        if seq.status in (Status.WAITING, Status.RUNNING):
+            seq.status = Status.ABORTED
+
+    def _compact(self) -> list[tuple[int, int]]:
+        """Drop sequences that are done; move the highest live slots into the holes they leave."""
+        live = [s for s in self.running if s.status is Status.RUNNING]
+        kept = {s.slot for s in live}
+        holes = [i for i in range(len(live)) if i not in kept]
+        movers = sorted((s for s in live if s.slot >= len(live)), key=lambda s: s.slot)
+        moves = []
+        for hole, seq in zip(holes, movers):
+            moves.append((seq.slot, hole))
+            seq.slot = hole
+        self.running = sorted(live, key=lambda s: s.slot)
+        return moves
+
+    def schedule(self) -> Batch | None:
+        """The next step's batch, or None when nothing is waiting or running."""
+        moves = self._compact()
+        batch = Batch(moves=moves)
+        batch.decode = [DecodeRow(s.sampled[-1], s.position, s.sampled, s.sampling) for s in self.running]
+        self._rows = list(self.running)
+        num_new = min(self.max_num_seqs - len(self.running), self.max_new_per_step, len(self.waiting))
+        for _ in range(num_new):
+            seq = self.waiting.popleft()
+            seq.slot, seq.status = len(self.running), Status.RUNNING
+            self.running.append(seq)
+            self._rows.append(seq)
+            batch.new.append(NewSequence(seq.slot, seq.audio, seq.prefix, seq.sot_index, seq.sampled, seq.sampling))
+        return batch if batch.num_seqs else None
+
+    def postprocess(self, batch: Batch, output: StepOutput) -> list[Sequence]:
+        """Record each sequence's sampled token; return those that finished (their on_finish called)."""
+        finished = []
+        first_new = len(batch.decode)
+        for row, seq in enumerate(self._rows):
+            if row >= first_new:
+                seq.no_speech_prob = output.no_speech_probs[row - first_new]
+            if seq.status is not Status.RUNNING:
+                continue  # aborted while the step ran
+            token = output.tokens[row]
+            seq.sum_logprob += output.logprobs[row]
+            if token == self.eot:
+                seq.status = Status.FINISHED
+            else:
+                seq.sampled.append(token)
+                if len(seq.sampled) >= seq.max_new_tokens or seq.position + 1 >= self.max_len:
+                    seq.status = Status.FINISHED
+            if seq.status is Status.FINISHED:
+                finished.append(seq)
+                if seq.on_finish is not None:
+                    seq.on_finish(seq)
+        return finished
