@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from speech import HARVARD, concat, read16k, speak  # noqa: E402
+from sasr.eval.server import Server
+from sasr.eval.speech import HARVARD, concat, read16k, speak
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,43 +61,6 @@ def long_speech(speech_dir) -> tuple[Path, str]:
     path = speech_dir / "long.wav"
     sf.write(path, audio, 16000)
     return path, " ".join(HARVARD)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m sasr serve` in a subprocess, as a user starts it."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "sasr", "serve", "--port", str(self.port), *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("server did not become healthy in 120 s")
-
-    def healthy(self) -> bool:
-        return self.proc.poll() is None and httpx.get(f"{self.url}/health", timeout=5).status_code == 200
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -56,7 +56,7 @@ def test_special_tokens_registered(loaded):
 async def test_greedy_tokens_equal_ctranslate2(loaded, engine, speech_dir, index):
     """Same log-mel in, same greedy tokens (with timestamps) out as CTranslate2 on the original file."""
     ctranslate2 = pytest.importorskip("ctranslate2")
-    from speech import read16k
+    from sasr.eval.speech import read16k
 
     audio = read16k(speech_dir / f"h{index}.wav")
     padded = np.zeros(WINDOW_SAMPLES, np.float32)
@@ -75,7 +75,7 @@ async def test_greedy_tokens_equal_ctranslate2(loaded, engine, speech_dir, index
 
 def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
     """sasr's decoder step with its own KV cache computes what transformers' forward computes."""
-    from speech import read16k
+    from sasr.eval.speech import read16k
 
     audio = read16k(speech_dir / "h1.wav")
     padded = np.zeros(WINDOW_SAMPLES, np.float32)
@@ -88,5 +88,5 @@ def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
         cache.cross_k[:], cache.cross_v[:] = whisper.encode(mel)
         prefill = whisper.decode(cache, tokens[:, :4], torch.arange(4)[None], kv_len=4)
         steps = [whisper.decode(cache, tokens[:, i : i + 1], torch.tensor([[i]]), kv_len=i + 1) for i in (4, 5)]
-    mine = torch.cat([prefill, *steps], dim=1)
+    mine = whisper.logits(torch.cat([prefill, *steps], dim=1)[0])[None]
     torch.testing.assert_close(mine, reference, atol=1e-3, rtol=1e-4)

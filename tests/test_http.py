@@ -15,9 +15,9 @@ import openai
 import pytest
 import soundfile as sf
 
-from conftest import Server
-from speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, speak
-from sasr.wer import normalize, wer
+from sasr.eval.server import Server
+from sasr.eval.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, speak
+from sasr.eval.wer import normalize, wer
 
 # tiny.en on espeak-ng's synthetic voice, greedy: 0.21 WER over all 30 sentences in one 90 s file, but
 # 0.34 on the first five alone and 0.36 on sentences one by one (less context); faster-whisper's greedy
@@ -44,7 +44,7 @@ def error_of(exc: openai.APIStatusError) -> dict:
 
 @pytest.fixture(scope="module")
 def five_sentences(speech_dir) -> tuple[bytes, str]:
-    from speech import read16k
+    from sasr.eval.speech import read16k
 
     audio = concat([read16k(speech_dir / f"h{i}.wav") for i in range(5)])
     return wav_bytes(audio), " ".join(HARVARD[:5])
@@ -220,7 +220,7 @@ def test_full_queue_gets_503(cache_dir, long_speech):
 
 def test_local_transformers_directory(loaded, speech_dir, tmp_path):
     """Any Whisper checkpoint directory loads through the same path: here, tiny.en saved by transformers."""
-    from speech import read16k
+    from sasr.eval.speech import read16k
 
     from sasr.models.loader import resolve_checkpoint
 

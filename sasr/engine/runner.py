@@ -16,7 +16,7 @@ from sasr.decoding.filters import default_filters
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
 from sasr.models.vocab import WhisperVocab
 from sasr.models.whisper import KVCache, WhisperModel
-from kernels.logmel import log_mel_batch
+from kernels.logmel import log_mel_batch, log_mel_batch_reference
 
 log = logging.getLogger("sasr.engine")
 
@@ -52,7 +52,8 @@ class ModelRunner:
 
     def _decode_eager(self, num_rows: int, kv_len: int) -> torch.Tensor:
         cache = self.arena.rows(0, num_rows)
-        return self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len)[:, -1]
+        hidden = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len)
+        return self.model.logits(hidden[:, -1])
 
     @torch.inference_mode()
     def capture_graphs(self) -> None:
@@ -103,19 +104,22 @@ class ModelRunner:
         audio = np.zeros((len(new), WINDOW_SAMPLES), np.float32)
         for i, seq in enumerate(new):
             audio[i, : len(seq.audio)] = seq.audio[:WINDOW_SAMPLES]
-        mel = log_mel_batch(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)
+        # the batched kernel pays on the GPU; on the CPU the per-window loop is faster (bench/kernels.py)
+        front_end = log_mel_batch if self.device.type == "cuda" else log_mel_batch_reference
+        mel = front_end(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)
         cache = self.arena.rows(first_slot, first_slot + len(new))
         cache.cross_k[:], cache.cross_v[:] = self.model.encode(mel)
         lengths = [len(seq.prefix) for seq in new]
         width = max(lengths)
         tokens = torch.tensor([seq.prefix + [0] * (width - len(seq.prefix)) for seq in new], device=self.device)
         positions = torch.arange(width, device=self.device).expand(len(new), width)
-        logits = self.model.decode(cache, tokens, positions, width)  # [N, width, V]
+        hidden = self.model.decode(cache, tokens, positions, width)  # [N, width, D]
         rows = torch.arange(len(new), device=self.device)
         sot = torch.tensor([seq.sot_index for seq in new], device=self.device)
-        no_speech = torch.softmax(logits[rows, sot], -1)[:, self.vocab.no_speech]
         last = torch.tensor(lengths, device=self.device) - 1
-        return logits[rows, last], no_speech.tolist()
+        logits = self.model.logits(torch.cat([hidden[rows, last], hidden[rows, sot]]))  # [2N, V]
+        no_speech = torch.softmax(logits[len(new):], -1)[:, self.vocab.no_speech]
+        return logits[: len(new)], no_speech.tolist()
 
     # -- sampling --------------------------------------------------------------------------------
 

@@ -73,9 +73,14 @@ class WhisperModel:
         zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
         return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape))
 
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
+        # W @ h.T rather than h @ W.T: for a few rows MKL runs the former 2-3x faster
+        return torch.mm(self.decoder.embed_tokens.weight, hidden.T).T.float()
+
     @torch.inference_mode()
     def decode(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """Run tokens [B, T] at positions [B, T]; return logits [B, T, V] (fp32).
+        """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D].
 
         Writes the tokens' self-attention K/V into the cache at their positions; each query attends
         to keys at positions up to its own, within the first kv_len positions (a fixed kv_len keeps
@@ -101,5 +106,4 @@ class WhisperModel:
             o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i])
             x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        x = self.decoder.layer_norm(x)
-        return (x @ self.decoder.embed_tokens.weight.T).float()
+        return self.decoder.layer_norm(x)

@@ -66,13 +66,28 @@ def require(tool: str) -> str:
     return path
 
 
-def speak(text: str, path: Path, rate: int = 16000, channels: int = 1, speed: int = 160) -> Path:
+def speak(text: str, path: Path, rate: int = 16000, channels: int = 1, speed: int = 160, voice: str = "en") -> Path:
     """Write `text` spoken by espeak-ng to `path` (format from its suffix) at `rate` Hz."""
     raw = path.with_suffix(".espeak.wav")
-    subprocess.run([require("espeak-ng"), "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run([require("sox"), str(raw), "-r", str(rate), "-c", str(channels), str(path)], check=True)
+    subprocess.run([require("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
+    subprocess.run([require("sox"), "-q", "-G", str(raw), "-r", str(rate), "-c", str(channels), str(path)], check=True)
     raw.unlink()
     return path
+
+
+def corpus(directory: Path, num_files: int = 8, sentences_per_file: int = 7) -> list[tuple[Path, str]]:
+    """Speech files of about 20 s with their texts: different sentences, voices and speeds per file."""
+    voices = [("en-us", 160), ("en", 150), ("en-gb-x-rp", 170), ("en-us", 140)]
+    files = []
+    for i in range(num_files):
+        texts = [HARVARD[(i * 4 + j) % len(HARVARD)] for j in range(sentences_per_file)]
+        voice, speed = voices[i % len(voices)]
+        path = directory / f"speech{i}.wav"
+        if not path.exists():
+            parts = [read16k(speak(t, directory / f"part{i}_{j}.wav", voice=voice, speed=speed)) for j, t in enumerate(texts)]
+            sf.write(path, concat(parts), 16000)
+        files.append((path, " ".join(texts)))
+    return files
 
 
 def read16k(path: Path) -> np.ndarray:

@@ -1,0 +1,41 @@
+"""Kernel benchmarks: each kernel against its plain-torch reference, swept over sizes.
+
+    python -m bench.kernels [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from kernels.logmel import log_mel_batch, log_mel_batch_reference
+
+
+def timed(fn, *args, repeat: int = 5) -> float:
+    fn(*args)  # warm up
+    sync = torch.cuda.synchronize if args[0].is_cuda else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeat):
+        fn(*args)
+    sync()
+    return (time.perf_counter() - started) / repeat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    for batch in (1, 4, 8, 16, 32):
+        audio = (torch.randn(batch, 480000) * 0.1).to(args.device)
+        ref = timed(log_mel_batch_reference, audio)
+        new = timed(log_mel_batch, audio)
+        error = (log_mel_batch(audio) - log_mel_batch_reference(audio)).abs().max().item()
+        print(f"log_mel_batch device={args.device} batch={batch:<3} reference={ref * 1e3:7.1f}ms "
+              f"kernel={new * 1e3:7.1f}ms speedup={ref / new:4.2f}x max_abs_err={error:.1e}")
+
+
+if __name__ == "__main__":
+    main()
