@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench system-deps clean
+.PHONY: setup serve test bench bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -45,10 +45,12 @@ system-deps:
 test: setup system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: EXTRAS = test,bench
 bench: setup system-deps
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
+
+bench-kernels: setup
+	$(BIN)/python -m bench.kernels
 
 clean:
 	rm -rf $(VENV) .pytest_cache
