@@ -50,6 +50,7 @@ class WindowJob:
     temperature: float
     seed: int
     max_new_tokens: int
+    num_frames: int = WINDOW_FRAMES  # mel frames to encode; fewer than 3000 for live windows
 
 
 @dataclass

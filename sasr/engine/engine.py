@@ -115,7 +115,7 @@ class BatchEngine:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seq))
 
         seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
-                       SamplingParams(job.temperature, job.seed), on_finish=finished)
+                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames, on_finish=finished)
         self._submit("add", seq)
         try:
             await done

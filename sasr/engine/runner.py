@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from sasr.audio.features import WINDOW_SAMPLES
+from sasr.audio.features import HOP_SAMPLES
 from sasr.decoding.filters import default_filters
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
 from sasr.models.vocab import WhisperVocab
@@ -35,6 +35,8 @@ class ModelRunner:
         self.filters = default_filters(vocab)
         # The arena: every slot's self-attention K/V for all positions, and its cross-attention K/V.
         self.arena = model.new_cache(max_num_seqs, model.num_audio_frames)
+        self.full_cross_len = model.num_audio_frames
+        self.cross_lens = [self.full_cross_len] * max_num_seqs  # host copy of arena.cross_len
         # Staging for the decode step's inputs: filled on the host, copied in one go.
         pin = self.device.type == "cuda"
         self.host_tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
@@ -50,9 +52,14 @@ class ModelRunner:
 
     # -- decode -------------------------------------------------------------------------------
 
-    def _decode_eager(self, num_rows: int, kv_len: int) -> torch.Tensor:
+    def _cross_kv_len(self, slots: range) -> int | None:
+        """Audio frames the rows in these slots attend over; None when all have full windows."""
+        longest = max(self.cross_lens[s] for s in slots)
+        return None if all(self.cross_lens[s] == self.full_cross_len for s in slots) else longest
+
+    def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None) -> torch.Tensor:
         cache = self.arena.rows(0, num_rows)
-        hidden = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len)
+        hidden = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len, cross_kv_len)
         return self.model.logits(hidden[:, -1])
 
     @torch.inference_mode()
@@ -67,11 +74,11 @@ class ModelRunner:
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm up kernels and allocator outside the capture
-                    self._decode_eager(size, self.model.max_len)
+                    self._decode_eager(size, self.model.max_len, self.full_cross_len)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                logits = self._decode_eager(size, self.model.max_len)
+                logits = self._decode_eager(size, self.model.max_len, self.full_cross_len)
             pool = graph.pool()
             self.graphs[size] = (graph, logits)
         torch.cuda.synchronize()
@@ -95,31 +102,46 @@ class ModelRunner:
         self.tokens[:num_rows].copy_(self.host_tokens[:num_rows])
         self.positions[:num_rows].copy_(self.host_positions[:num_rows])
         kv_len = max(r.position for r in rows) + 1
-        return self._decode_eager(num_rows, kv_len)
+        return self._decode_eager(num_rows, kv_len, self._cross_kv_len(range(num_rows)))
 
     # -- new sequences: encode and prefill -------------------------------------------------------
 
     def prefill(self, new: list[NewSequence], first_slot: int) -> tuple[torch.Tensor, list[float]]:
         """Encode the new windows into their slots, prefill their prefixes; logits [N, V] and P(no speech)."""
-        audio = np.zeros((len(new), WINDOW_SAMPLES), np.float32)
-        for i, seq in enumerate(new):
-            audio[i, : len(seq.audio)] = seq.audio[:WINDOW_SAMPLES]
-        # the batched kernel pays on the GPU; on the CPU the per-window loop is faster (bench/kernels.py)
-        front_end = log_mel_batch if self.device.type == "cuda" else log_mel_batch_reference
-        mel = front_end(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)
+        for num_frames in sorted({seq.num_frames for seq in new}):  # one encoder pass per window size
+            group = [i for i, seq in enumerate(new) if seq.num_frames == num_frames]
+            self._encode([new[i] for i in group], [first_slot + i for i in group], num_frames)
         cache = self.arena.rows(first_slot, first_slot + len(new))
-        cache.cross_k[:], cache.cross_v[:] = self.model.encode(mel)
         lengths = [len(seq.prefix) for seq in new]
         width = max(lengths)
         tokens = torch.tensor([seq.prefix + [0] * (width - len(seq.prefix)) for seq in new], device=self.device)
         positions = torch.arange(width, device=self.device).expand(len(new), width)
-        hidden = self.model.decode(cache, tokens, positions, width)  # [N, width, D]
+        slots = range(first_slot, first_slot + len(new))
+        hidden = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots))  # [N, width, D]
         rows = torch.arange(len(new), device=self.device)
         sot = torch.tensor([seq.sot_index for seq in new], device=self.device)
         last = torch.tensor(lengths, device=self.device) - 1
         logits = self.model.logits(torch.cat([hidden[rows, last], hidden[rows, sot]]))  # [2N, V]
         no_speech = torch.softmax(logits[len(new):], -1)[:, self.vocab.no_speech]
         return logits[: len(new)], no_speech.tolist()
+
+    def _encode(self, new: list[NewSequence], slots: list[int], num_frames: int) -> None:
+        """Encode windows of the same size into their slots' cross-attention K/V."""
+        audio = np.zeros((len(new), num_frames * HOP_SAMPLES), np.float32)
+        for i, seq in enumerate(new):
+            clip = seq.audio[: audio.shape[1]]
+            audio[i, : len(clip)] = clip
+        # the batched kernel pays on the GPU; on the CPU the per-window loop is faster (bench/kernels.py)
+        front_end = log_mel_batch if self.device.type == "cuda" else log_mel_batch_reference
+        mel = front_end(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)  # [N, n_mels, F]
+        cross_k, cross_v = self.model.encode(mel)  # [L, N, H, F/2, Dh]
+        num_audio = cross_k.shape[3]
+        index = torch.tensor(slots, device=self.device)
+        self.arena.cross_k[:, index, :, :num_audio] = cross_k
+        self.arena.cross_v[:, index, :, :num_audio] = cross_v
+        self.arena.cross_len[index] = num_audio
+        for slot in slots:
+            self.cross_lens[slot] = num_audio
 
     # -- sampling --------------------------------------------------------------------------------
 
@@ -143,6 +165,7 @@ class ModelRunner:
     def step(self, batch: Batch) -> StepOutput:
         for src, dst in batch.moves:
             self.arena.copy_row(src, dst)
+            self.cross_lens[dst] = self.cross_lens[src]
         parts, no_speech = [], []
         if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
             parts.append(self.decode(batch.decode))

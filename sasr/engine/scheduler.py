@@ -38,6 +38,7 @@ class Sequence:
     sot_index: int
     max_new_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    num_frames: int = 3000  # mel frames to encode: a full 30 s window unless live streaming asks less
     on_finish: Callable[["Sequence"], None] | None = None  # called by postprocess, on the engine thread
     seq_id: int = field(default_factory=lambda: next(_ids))
     sampled: list[int] = field(default_factory=list)
@@ -112,7 +113,9 @@ class Scheduler:
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
             self._rows.append(seq)
-            batch.new.append(NewSequence(seq.slot, seq.audio, seq.prefix, seq.sot_index, seq.sampled, seq.sampling))
+            batch.new.append(
+                NewSequence(seq.slot, seq.audio, seq.num_frames, seq.prefix, seq.sot_index, seq.sampled, seq.sampling)
+            )
         return batch if batch.num_seqs else None
 
     def postprocess(self, batch: Batch, output: StepOutput) -> list[Sequence]:

@@ -26,14 +26,17 @@ class KVCache:
     self_v: torch.Tensor  # [L, B, H, max_len, Dh]
     cross_k: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
     cross_v: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
+    cross_len: torch.Tensor  # [B] long: audio frames each sequence's encoding filled (the rest is masked)
 
     def rows(self, start: int, stop: int) -> "KVCache":
         """A view of sequences start..stop-1."""
-        return KVCache(*(t[:, start:stop] for t in (self.self_k, self.self_v, self.cross_k, self.cross_v)))
+        layered = (t[:, start:stop] for t in (self.self_k, self.self_v, self.cross_k, self.cross_v))
+        return KVCache(*layered, self.cross_len[start:stop])
 
     def copy_row(self, src: int, dst: int) -> None:
         for t in (self.self_k, self.self_v, self.cross_k, self.cross_v):
             t[:, dst].copy_(t[:, src])
+        self.cross_len[dst] = self.cross_len[src]
 
 
 class WhisperModel:
@@ -58,9 +61,19 @@ class WhisperModel:
 
     @torch.inference_mode()
     def encode(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode mel windows [B, n_mels, 3000]; return their cross-attention K and V [L, B, H, 1500, Dh]."""
-        assert mel.shape[-1] == WINDOW_FRAMES, mel.shape
-        hidden = self.model.model.encoder(mel.to(self.device, self.dtype)).last_hidden_state  # [B, 1500, D]
+        """Encode mel windows [B, n_mels, F] (F even, at most 3000); return cross K and V [L, B, H, F/2, Dh].
+
+        Full 30 s windows (F = 3000) are what Whisper was trained on; shorter ones (live streaming)
+        cost proportionally less and attend only to the audio there is.
+        """
+        assert mel.shape[-1] <= WINDOW_FRAMES and mel.shape[-1] % 2 == 0, mel.shape
+        encoder = self.model.model.encoder
+        x = F.gelu(encoder.conv1(mel.to(self.device, self.dtype)))
+        x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # [B, F/2, D]
+        x = x + encoder.embed_positions.weight[: x.shape[1]]
+        for layer in encoder.layers:
+            x = layer(x, None)
+        hidden = encoder.layer_norm(x)  # [B, F/2, D]
         layers = self.decoder.layers
         cross_k = torch.stack([self._heads(layer.encoder_attn.k_proj(hidden)) for layer in layers])
         cross_v = torch.stack([self._heads(layer.encoder_attn.v_proj(hidden)) for layer in layers])
@@ -71,7 +84,8 @@ class WhisperModel:
         self_shape = (self.num_layers, num_seqs, self.num_heads, self.max_len, self.head_dim)
         cross_shape = (self.num_layers, num_seqs, self.num_heads, num_audio_frames, self.head_dim)
         zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
-        return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape))
+        cross_len = torch.full((num_seqs,), num_audio_frames, dtype=torch.long, device=self.device)
+        return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape), cross_len)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
@@ -79,16 +93,25 @@ class WhisperModel:
         return torch.mm(self.decoder.embed_tokens.weight, hidden.T).T.float()
 
     @torch.inference_mode()
-    def decode(self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+    def decode(
+        self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
+        cross_kv_len: int | None = None,
+    ) -> torch.Tensor:
         """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D].
 
         Writes the tokens' self-attention K/V into the cache at their positions; each query attends
-        to keys at positions up to its own, within the first kv_len positions (a fixed kv_len keeps
-        shapes static for CUDA graphs).
+        to keys at positions up to its own, within the first kv_len positions, and to the first
+        cross_len[b] audio frames of its encoding, within the first cross_kv_len (fixed lengths keep
+        shapes static for CUDA graphs). cross_kv_len None: every sequence has a full encoding, no mask.
         """
         batch, num_tokens = tokens.shape
         # mask: [B, 1, T, kv_len], True where the key may be attended to
         mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
+        cross_mask = None
+        if cross_kv_len is None:
+            cross_kv_len = cache.cross_k.shape[3]
+        else:  # cross_mask: [B, 1, 1, cross_kv_len]
+            cross_mask = (torch.arange(cross_kv_len, device=self.device) < cache.cross_len[:, None])[:, None, None]
         rows = torch.arange(batch, device=self.device)[:, None]  # [B, 1]
         x = self.decoder.embed_tokens(tokens) + self.decoder.embed_positions.weight[positions]
         for i, layer in enumerate(self.decoder.layers):
@@ -103,7 +126,8 @@ class WhisperModel:
             x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
             cross = layer.encoder_attn
             q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
-            o = F.scaled_dot_product_attention(q, cache.cross_k[i], cache.cross_v[i])
+            k, v = cache.cross_k[i][:, :, :cross_kv_len], cache.cross_v[i][:, :, :cross_kv_len]
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
             x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         return self.decoder.layer_norm(x)
