@@ -35,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs,
                        help="windows decoded together in one batch (KV arena slots)")
     serve.add_argument("--enforce-eager", action="store_true", help="on CUDA, run without CUDA graphs")
+    serve.add_argument("--max-sessions", type=int, default=defaults.max_sessions, help="live WebSocket sessions at once")
+    serve.add_argument("--chunk-seconds", type=float, default=defaults.chunk_seconds,
+                       help="new audio a live session gathers before each decode")
+    serve.add_argument("--max-buffer-seconds", type=float, default=defaults.max_buffer_seconds,
+                       help="live audio buffered past this ends the session with buffer_overflow")
     serve.add_argument("--log-level", default="info")
     transcribe = sub.add_parser("transcribe", help="transcribe files without a server")
     _model_args(transcribe)
@@ -54,7 +59,8 @@ def serve(args: argparse.Namespace) -> None:
         model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
         device=args.device, dtype=args.dtype, max_audio_seconds=args.max_audio_seconds,
         max_upload_mb=args.max_upload_mb, max_queued_requests=args.max_queued_requests,
-        max_num_seqs=args.max_num_seqs, enforce_eager=args.enforce_eager,
+        max_num_seqs=args.max_num_seqs, enforce_eager=args.enforce_eager, max_sessions=args.max_sessions,
+        chunk_seconds=args.chunk_seconds, max_buffer_seconds=args.max_buffer_seconds,
     )
     engine = build_engine(config.model, config.device, config.dtype, config.max_num_seqs,
                           config.max_queued_requests, config.enforce_eager)

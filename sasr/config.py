@@ -17,3 +17,6 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     max_queued_requests: int = 64  # beyond this, 503 with Retry-After
     max_num_seqs: int = 16  # windows decoded together (KV arena slots); more wait in the queue
     enforce_eager: bool = False  # CUDA: no graphs (the eager reference path)
+    max_sessions: int = 64  # live WebSocket sessions at once; more get too_many_sessions
+    chunk_seconds: float = 1.0  # a live session asks for a decode each time this much new audio arrived
+    max_buffer_seconds: float = 60.0  # live audio buffered past this gets buffer_overflow

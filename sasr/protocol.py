@@ -95,3 +95,85 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorResponse(msgspec.Struct):
     error: ErrorBody
+
+
+# -- SSE: POST /v1/audio/transcriptions with stream=true (OpenAI's transcription stream events) -------
+
+
+class TranscriptTextDelta(msgspec.Struct, tag_field="type", tag="transcript.text.delta"):
+    delta: str
+
+
+class TranscriptTextDone(msgspec.Struct, tag_field="type", tag="transcript.text.done"):
+    text: str
+    usage: Usage
+
+
+# -- WebSocket /v1/audio/transcriptions/stream: the live protocol ------------------------------------
+
+SAMPLE_ENCODINGS = ("pcm16", "f32")  # little-endian signed 16-bit, or 32-bit float
+SAMPLE_RATES_KHZ = (8, 16, 24, 48)
+AUDIO_FORMATS = tuple(f"{enc}_{khz}k_mono" for enc in SAMPLE_ENCODINGS for khz in SAMPLE_RATES_KHZ)
+DEFAULT_AUDIO_FORMAT = "pcm16_16k_mono"
+
+
+class SessionStart(msgspec.Struct, tag_field="type", tag="session.start", forbid_unknown_fields=True):
+    """client -> server: opens the session; binary audio frames follow."""
+
+    language: str | None = None
+    audio_format: str = DEFAULT_AUDIO_FORMAT  # one of AUDIO_FORMATS
+    model: str | None = None
+    partials: bool = False  # extension: also send transcript.partial with the unstable tail
+
+
+class SessionEnd(msgspec.Struct, tag_field="type", tag="session.end", forbid_unknown_fields=True):
+    """client -> server: no more audio; the server flushes and sends transcript.final."""
+
+
+ClientEvent = SessionStart | SessionEnd
+
+
+class SessionStarted(msgspec.Struct, tag_field="type", tag="session.started"):
+    session_id: str
+
+
+class TranscriptDelta(msgspec.Struct, tag_field="type", tag="transcript.delta"):
+    """One committed word (with its leading space after the first), never retracted."""
+
+    delta: str
+    audio_ms: int  # session audio the inference that produced it had heard
+
+
+class TranscriptPartial(msgspec.Struct, tag_field="type", tag="transcript.partial"):
+    """The not-yet-stable tail after the committed text; replaces the previous partial."""
+
+    text: str
+    audio_ms: int
+
+
+class TranscriptFinal(msgspec.Struct, tag_field="type", tag="transcript.final"):
+    text: str  # the whole transcript: equal to the concatenated deltas
+    audio_ms: int
+
+
+class StreamErrorCode(str, enum.Enum):
+    INVALID_JSON = "invalid_json"
+    INVALID_PAYLOAD = "invalid_payload"  # wrong field types, unknown fields
+    INVALID_STATE = "invalid_state"  # audio before start, start twice, end before start
+    INVALID_AUDIO_FORMAT = "invalid_audio_format"
+    UNKNOWN_MESSAGE = "unknown_message"
+    BUFFER_OVERFLOW = "buffer_overflow"
+    UNSUPPORTED_MODEL = "unsupported_model"
+    INTERNAL_ERROR = "internal_error"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+
+
+class StreamError(msgspec.Struct, tag_field="type", tag="error"):
+    code: StreamErrorCode
+    message: str
+
+
+ServerEvent = SessionStarted | TranscriptDelta | TranscriptPartial | TranscriptFinal | StreamError
+
+client_event_decoder = msgspec.json.Decoder(ClientEvent)
+server_event_decoder = msgspec.json.Decoder(ServerEvent)

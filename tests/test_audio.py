@@ -69,3 +69,31 @@ def test_log_mel_matches_transformers_feature_extractor():
     padded[: len(audio)] = audio
     mine = log_mel(torch.from_numpy(padded)).numpy()
     np.testing.assert_allclose(mine, reference.input_features[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["pcm16_8k_mono", "pcm16_16k_mono", "pcm16_48k_mono", "f32_24k_mono"])
+def test_live_frames_of_any_size_decode_to_16k(fmt):
+    """Live frames: split anywhere (mid-sample too), resampled across frames without clicks."""
+    from sasr.audio.stream import FrameDecoder
+
+    encoding, rate = fmt.split("_")[:2]
+    rate = int(rate[:-1]) * 1000
+    signal = tone(1000, rate, seconds=2.0)
+    data = (signal * 32767).astype("<i2").tobytes() if encoding == "pcm16" else signal.astype("<f4").tobytes()
+    decoder = FrameDecoder(fmt)
+    rng = np.random.default_rng(1)
+    cuts = np.sort(rng.choice(len(data), 40, replace=False))
+    pieces = [decoder.decode(data[a:b]) for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    audio = np.concatenate([*pieces, decoder.flush()])
+    assert abs(len(audio) - 32000) <= 2
+    assert abs(dominant_hz(audio[1000:-1000]) - 1000) < 5
+    expected = tone(1000, 16000, seconds=2.0)
+    assert np.abs(audio[2000:-2000]).max() == pytest.approx(0.5, abs=0.01)
+    assert np.sqrt(np.mean((audio[2000:30000] - expected[2000:30000]) ** 2)) < 0.02  # no clicks, in phase
+
+
+def test_unknown_live_format_is_refused():
+    from sasr.audio.stream import FrameDecoder
+
+    with pytest.raises(ValueError, match="audio_format"):
+        FrameDecoder("pcm24_16k_mono")

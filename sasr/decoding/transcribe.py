@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,17 +51,19 @@ class WindowJob:
     seed: int
     max_new_tokens: int
     num_frames: int = WINDOW_FRAMES  # mel frames to encode; fewer than 3000 for live windows
+    forced: list[int] = field(default_factory=list)  # tokens after the prefix, known in advance
 
 
 @dataclass
 class WindowResult:
-    tokens: list[int]  # sampled tokens, without the end of text
+    tokens: list[int]  # the forced tokens, then the sampled ones, without the end of text
     sum_logprob: float  # over the sampled tokens and the end of text
     no_speech_prob: float
+    num_forced: int = 0
 
     @property
     def avg_logprob(self) -> float:
-        return self.sum_logprob / (len(self.tokens) + 1)
+        return self.sum_logprob / (len(self.tokens) - self.num_forced + 1)
 
 
 def compression_ratio(text: str) -> float:

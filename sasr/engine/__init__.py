@@ -7,11 +7,15 @@ continuous batching on a worker thread) stays behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from sasr.protocol import Segment
+
+if TYPE_CHECKING:
+    from sasr.decoding.transcribe import WindowJob, WindowResult
+    from sasr.models.vocab import WhisperVocab
 
 
 class EngineBusy(Exception):
@@ -40,6 +44,12 @@ class TranscriptionResult:
 
 class Engine(Protocol):
     languages: frozenset[str]  # codes `language` may take
+    vocab: "WhisperVocab"  # the model's tokens (live sessions build their prompts with it)
+    max_len: int  # decoder positions per sequence
+
+    async def run_window(self, job: "WindowJob") -> "WindowResult":
+        """Decode one window (a live session's chunk), batched with everything else."""
+        ...
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...
 

@@ -27,9 +27,9 @@ class NewSequence:
     slot: int  # arena slot it takes
     audio: np.ndarray  # [num_samples <= 30 s] 16 kHz float32; the runner pads it and computes log-mel
     num_frames: int  # mel frames to encode (even, <= 3000): 3000 is a full 30 s window
-    prefix: list[int]  # forced tokens: [<|startofprev|> prompt...] <|startoftranscript|> ...
+    prefix: list[int]  # tokens to prefill: [<|startofprev|> prompt...] <|startoftranscript|> ... [forced]
     sot_index: int  # index of <|startoftranscript|> in prefix: the no-speech probability is read there
-    sampled: list[int]  # tokens sampled so far (empty): the logit filters read it
+    sampled: list[int]  # the forced tokens at the end of prefix (often none): the logit filters read it
     sampling: SamplingParams
 
 

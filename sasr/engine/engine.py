@@ -115,7 +115,8 @@ class BatchEngine:
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seq))
 
         seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
-                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames, on_finish=finished)
+                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames, on_finish=finished,
+                       sampled=list(job.forced), num_forced=len(job.forced))
         self._submit("add", seq)
         try:
             await done
@@ -124,7 +125,7 @@ class BatchEngine:
             raise
         if seq.error is not None:
             raise RuntimeError("inference failed") from seq.error
-        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob)
+        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         if self.num_requests >= self.max_queued:

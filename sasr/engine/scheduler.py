@@ -41,7 +41,8 @@ class Sequence:
     num_frames: int = 3000  # mel frames to encode: a full 30 s window unless live streaming asks less
     on_finish: Callable[["Sequence"], None] | None = None  # called by postprocess, on the engine thread
     seq_id: int = field(default_factory=lambda: next(_ids))
-    sampled: list[int] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)  # starts with any forced tokens (num_forced of them)
+    num_forced: int = 0  # tokens after the prefix known in advance (a live session's committed text)
     sum_logprob: float = 0.0
     no_speech_prob: float = 0.0
     slot: int = -1
@@ -76,8 +77,8 @@ class Scheduler:
         return bool(self.waiting) or any(s.status is Status.RUNNING for s in self.running)
 
     def add(self, seq: Sequence) -> None:
-        if len(seq.prefix) >= self.max_len:
-            raise ValueError(f"prefix of {len(seq.prefix)} tokens does not fit {self.max_len} positions")
+        if len(seq.prefix) + len(seq.sampled) >= self.max_len:
+            raise ValueError(f"{len(seq.prefix) + len(seq.sampled)} known tokens do not fit {self.max_len} positions")
         seq.status = Status.WAITING
         self.waiting.append(seq)
 
@@ -114,7 +115,8 @@ class Scheduler:
             self.running.append(seq)
             self._rows.append(seq)
             batch.new.append(
-                NewSequence(seq.slot, seq.audio, seq.num_frames, seq.prefix, seq.sot_index, seq.sampled, seq.sampling)
+                NewSequence(seq.slot, seq.audio, seq.num_frames, seq.prefix + seq.sampled, seq.sot_index,
+                            seq.sampled, seq.sampling)
             )
         return batch if batch.num_seqs else None
 
@@ -133,7 +135,7 @@ class Scheduler:
                 seq.status = Status.FINISHED
             else:
                 seq.sampled.append(token)
-                if len(seq.sampled) >= seq.max_new_tokens or seq.position + 1 >= self.max_len:
+                if len(seq.sampled) - seq.num_forced >= seq.max_new_tokens or seq.position + 1 >= self.max_len:
                     seq.status = Status.FINISHED
             if seq.status is Status.FINISHED:
                 finished.append(seq)

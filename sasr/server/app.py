@@ -11,6 +11,7 @@ from sasr.config import ServerConfig
 from sasr.engine import Engine
 from sasr.server.errors import EXCEPTION_HANDLERS
 from sasr.server.http import ROUTES
+from sasr.server.ws import transcription_stream
 from sasr.metrics import Metrics
 
 _KNOWN_PATHS = frozenset(route.paths.copy().pop() for route in ROUTES)
@@ -34,10 +35,11 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
             "served_model_name": served_model_name,
             "metrics": Metrics(),
             "started_at": int(time.time()),
+            "sessions": set(),  # live sessions
         }
     )
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, transcription_stream],
         exception_handlers=EXCEPTION_HANDLERS,
         state=state,
         before_send=[_count_response],

@@ -1,0 +1,121 @@
+"""WS /v1/audio/transcriptions/stream: the live protocol (shared/DESIGN.md section 1), thin over Session."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.datastructures import State
+from litestar.exceptions import WebSocketDisconnect
+
+from sasr.protocol import (
+    AUDIO_FORMATS, ClientEvent, SessionEnd, SessionStart, SessionStarted, StreamError, StreamErrorCode,
+)
+from sasr.server.http import MODEL_ALIASES
+from sasr.session import BufferOverflow, Session
+
+log = logging.getLogger("sasr")
+_KNOWN_TYPES = {"session.start", "session.end"}
+# close codes: 1008 policy violation (client mistakes), 1011 server fault, 1013 try again later
+_CLOSE_CODES = {StreamErrorCode.INTERNAL_ERROR: 1011, StreamErrorCode.TOO_MANY_SESSIONS: 1013}
+
+
+class StreamFailure(Exception):
+    def __init__(self, code: StreamErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def parse_event(text: str | bytes) -> ClientEvent:
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
+    if raw["type"] not in _KNOWN_TYPES:
+        raise StreamFailure(StreamErrorCode.UNKNOWN_MESSAGE, f"unknown message type {raw['type']!r}")
+    try:
+        return msgspec.convert(raw, ClientEvent)
+    except msgspec.ValidationError as exc:
+        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD, f"{raw['type']}: {exc}") from None
+
+
+def open_session(start: SessionStart, socket: WebSocket, state: State) -> Session:
+    if start.model and start.model not in (state.served_model_name, *MODEL_ALIASES):
+        raise StreamFailure(StreamErrorCode.UNSUPPORTED_MODEL,
+                            f"model {start.model!r} is not served here; this server serves {state.served_model_name!r}")
+    if start.audio_format not in AUDIO_FORMATS:
+        raise StreamFailure(StreamErrorCode.INVALID_AUDIO_FORMAT,
+                            f"audio_format {start.audio_format!r} is not one of {', '.join(AUDIO_FORMATS)}")
+    if start.language and start.language not in state.engine.languages:
+        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD, f"language {start.language!r} is not supported by this model")
+    if len(state.sessions) >= state.config.max_sessions:
+        raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
+
+    async def emit(event) -> None:
+        await socket.send_text(msgspec.json.encode(event).decode())
+
+    return Session(state.engine, start, emit, chunk_s=state.config.chunk_seconds,
+                   max_buffer_s=state.config.max_buffer_seconds)
+
+
+async def fail(socket: WebSocket, code: StreamErrorCode, message: str) -> None:
+    try:
+        await socket.send_text(msgspec.json.encode(StreamError(code=code, message=message)).decode())
+        await socket.close(_CLOSE_CODES.get(code, 1008), reason=code.value)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client is gone already
+
+
+@websocket("/v1/audio/transcriptions/stream")
+async def transcription_stream(socket: WebSocket, state: State) -> None:
+    await socket.accept()
+    session: Session | None = None
+    metrics = state.metrics
+    try:
+        while True:
+            if session is not None:
+                await session.wait_for_room()
+                if session.task.done() and session.task.exception() is not None:
+                    raise session.task.exception()
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return  # the client vanished: finally frees the session
+            if message.get("bytes") is not None:
+                if session is None:
+                    raise StreamFailure(StreamErrorCode.INVALID_STATE, "audio before session.start")
+                session.feed(message["bytes"])
+                continue
+            event = parse_event(message.get("text") or "")
+            if isinstance(event, SessionStart):
+                if session is not None:
+                    raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.start sent twice")
+                session = open_session(event, socket, state)
+                state.sessions.add(session)
+                metrics.inc("sasr_stream_sessions_total", help="Live sessions started")
+                await socket.send_text(msgspec.json.encode(SessionStarted(session_id=session.id)).decode())
+            elif isinstance(event, SessionEnd):
+                if session is None:
+                    raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.end before session.start")
+                final = await session.finish()
+                await socket.send_text(msgspec.json.encode(final).decode())
+                await socket.close(1000)
+                return
+    except StreamFailure as exc:
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code=exc.code.value)
+        await fail(socket, exc.code, exc.message)
+    except BufferOverflow as exc:
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code="buffer_overflow")
+        await fail(socket, StreamErrorCode.BUFFER_OVERFLOW, str(exc))
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("live session failed")
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code="internal_error")
+        await fail(socket, StreamErrorCode.INTERNAL_ERROR, "internal server error")
+    finally:
+        if session is not None:
+            session.cancel()
+            state.sessions.discard(session)
