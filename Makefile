@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench bench-kernels system-deps clean
+.PHONY: setup serve test bench bench-stream bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -48,6 +48,9 @@ test: setup system-deps
 bench: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
+
+bench-stream: setup system-deps
+	$(BIN)/python -m bench.stream_load $(BENCH_ARGS)
 
 bench-kernels: setup
 	$(BIN)/python -m bench.kernels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _model_args(transcribe)
     transcribe.add_argument("files", nargs="+")
     transcribe.add_argument("--language", default=None)
+    live = sub.add_parser("stream", help="stream a file to a server's live WebSocket, printing events as they arrive")
+    live.add_argument("file")
+    live.add_argument("--url", default="http://127.0.0.1:8000")
+    live.add_argument("--realtime", action="store_true", help="send at the pace of speech")
+    live.add_argument("--language", default=None)
+    live.add_argument("--partials", action="store_true", help="also show the unstable tail")
     return parser.parse_args(argv)
 
 
@@ -96,10 +103,28 @@ def transcribe(args: argparse.Namespace) -> None:
     sys.exit(1 if any(": error: " in line for line in lines) else 0)
 
 
+def stream(args: argparse.Namespace) -> None:
+    import asyncio
+    from pathlib import Path
+
+    from sasr.audio.io import decode_audio
+    from sasr.client import stream_audio, to_pcm16
+
+    audio = decode_audio(Path(args.file).read_bytes())
+    start = {k: v for k, v in {"language": args.language, "partials": args.partials or None}.items() if v}
+
+    def show(at_s: float, event: dict) -> None:
+        print(f"{at_s:7.2f}s {json.dumps(event)}", flush=True)
+
+    result = asyncio.run(stream_audio(args.url, to_pcm16(audio), realtime=args.realtime, start=start, on_event=show))
+    print(f"{result.end_sent_s:7.2f}s session.end sent; final {result.final is not None}", file=sys.stderr)
+    sys.exit(0 if result.final is not None else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     args = parse_args(argv)
-    {"serve": serve, "transcribe": transcribe}[args.command](args)
+    {"serve": serve, "transcribe": transcribe, "stream": stream}[args.command](args)

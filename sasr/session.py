@@ -8,6 +8,7 @@ those decodes with every other session's and request's. No torch here.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -16,7 +17,8 @@ from sasr.audio.stream import FrameDecoder
 from sasr.decoding.streaming import StreamingPolicy
 from sasr.protocol import ServerEvent, SessionStart, TranscriptDelta, TranscriptFinal, TranscriptPartial
 
-MAX_FINAL_WINDOWS = 8  # a final flush decodes the rest of the buffer in at most this many windows
+MAX_FINAL_WINDOWS = 8
+LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech  # a final flush decodes the rest of the buffer in at most this many windows
 
 
 class BufferOverflow(Exception):
@@ -38,11 +40,16 @@ class Session:
         self.audio_arrived = asyncio.Event()
         self.progress = asyncio.Event()  # set after each decode: room for more audio
         self.ending = False
+        self.started = time.monotonic()
         self.task = asyncio.create_task(self._run())
 
     @property
     def received_ms(self) -> int:
         return self.policy.received_samples * 1000 // SAMPLE_RATE
+
+    def _ahead_of_real_time(self) -> bool:
+        """The client sends faster than speech (a file, not a microphone)."""
+        return self.policy.received_samples / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S
 
     def feed(self, data: bytes) -> None:
         audio = self.frames.decode(data)
@@ -54,8 +61,10 @@ class Session:
         self.audio_arrived.set()
 
     async def wait_for_room(self) -> None:
-        """Hold the reader while a decode's worth of audio waits: the client feels TCP backpressure."""
-        while self.policy.unprocessed_s >= 2 * self.chunk_s and not self.task.done():
+        """Hold the reader of a client that sends faster than speech while two chunks wait to be decoded:
+        it feels TCP backpressure. A live client cannot slow down; it is caught up instead (see _step)."""
+        while (self.policy.unprocessed_s >= 2 * self.chunk_s and self._ahead_of_real_time()
+               and not self.task.done()):
             self.progress.clear()
             await self.progress.wait()
 
@@ -85,7 +94,8 @@ class Session:
 
     async def _step(self, final: bool) -> int | None:
         """Decode the buffer once and send what it commits; return the session sample it covered up to."""
-        job = self.policy.next_job(final)
+        behind = self.policy.unprocessed_s >= 2 * self.chunk_s and not self._ahead_of_real_time()
+        job = self.policy.next_job(final, catch_up=behind)
         self.progress.set()
         if job is None:
             return None

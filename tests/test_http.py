@@ -261,3 +261,28 @@ def test_client_disconnect_frees_the_engine(server, long_speech):
         time.sleep(0.05)
     assert "sasr_client_disconnects_total 1" in metrics
     assert server.healthy()
+
+
+def test_sse_stream_with_openai_sdk(client, long_speech):
+    """stream=True: the SDK gets text deltas window by window, then the whole text."""
+    path, text = long_speech
+    events, times = [], []
+    with client.audio.transcriptions.create(model="whisper-1", file=path, stream=True) as stream:
+        for event in stream:
+            events.append(event)
+            times.append(time.monotonic())
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and set(kinds[:-1]) == {"transcript.text.delta"}
+    done = events[-1]
+    assert "".join(e.delta for e in events[:-1]) == done.text
+    assert wer(text, done.text) <= SYNTHETIC_WER_MAX and done.usage.seconds == 90
+    assert len(events) > 10  # a delta per segment
+    # three 30 s windows: the first window's words arrive well before the end
+    first_window_done = next(t for t, e in zip(times, events) if e.type == "transcript.text.delta")
+    assert times[-1] - first_window_done > 0.5
+
+
+def test_sse_bad_input_is_still_a_json_error(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.audio.transcriptions.create(model="whisper-1", file=("x.wav", b"not audio"), stream=True)
+    assert error_of(info.value)["code"] == "invalid_audio"

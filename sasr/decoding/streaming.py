@@ -109,14 +109,16 @@ class StreamingPolicy:
     def add_audio(self, samples: np.ndarray) -> None:
         self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
 
-    def next_job(self, final: bool = False) -> WindowJob | None:
+    def next_job(self, final: bool = False, catch_up: bool = False) -> WindowJob | None:
         """The next decode of the buffer, or None if there is nothing to hear.
 
         It covers one chunk more than the last one (all that is left, up to 30 s, when final), so what
-        a session commits depends on its audio alone, never on how busy the server was. The committed
-        tokens are forced (prefilled in one pass): only the words after them are decoded.
+        a session commits depends on its audio alone, never on how busy the server was; a live session
+        that has fallen behind may `catch_up`: skip to its last whole chunk. The committed tokens are
+        forced (prefilled in one pass): only the words after them are decoded.
         """
-        end = len(self.buffer) if final else self.processed + self.chunk_samples
+        num_chunks = max(1, (len(self.buffer) - self.processed) // self.chunk_samples) if catch_up else 1
+        end = len(self.buffer) if final else self.processed + num_chunks * self.chunk_samples
         window = self.buffer[: min(end, WINDOW_SAMPLES)]
         self.processed = len(window)
         if is_silent(window):

@@ -137,13 +137,15 @@ def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, 
 
 
 def long_form(
-    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int
+    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int, segments: list[Segment]
 ) -> Generator[WindowJob, WindowResult, list[Segment]]:
-    """Transcribe 16 kHz mono float32 audio of any length into timed segments, window by window."""
+    """Transcribe 16 kHz mono float32 audio of any length into timed segments, window by window.
+
+    Segments are appended to `segments` as each window is done (a caller can stream them).
+    """
     num_frames = len(audio) // HOP_SAMPLES
     duration_s = len(audio) / SAMPLE_RATE
     prompt_ids = vocab.encode(" " + options.prompt.strip()) if options.prompt else []
-    segments: list[Segment] = []
     seek = 0
     while num_frames - seek >= MIN_WINDOW_FRAMES:
         window_frames = min(WINDOW_FRAMES, num_frames - seek)

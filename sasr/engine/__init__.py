@@ -7,6 +7,7 @@ continuous batching on a worker thread) stays behind it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -52,6 +53,14 @@ class Engine(Protocol):
         ...
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...
+
+    def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
+        """Segments as each window is decoded (for streamed responses)."""
+        ...
+
+    def check_capacity(self) -> None:
+        """Raise EngineBusy if no further request can be admitted now."""
+        ...
 
     def render_metrics(self) -> str:
         """The engine's own metrics in Prometheus text format."""

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import torch
 
@@ -23,6 +24,7 @@ from sasr.engine.batch import SamplingParams
 from sasr.engine.runner import ModelRunner
 from sasr.engine.scheduler import Scheduler, Sequence, Status
 from sasr.metrics import Metrics
+from sasr.protocol import Segment
 from sasr.models.loader import LoadedWhisper
 from sasr.models.whisper import WhisperModel
 
@@ -127,23 +129,36 @@ class BatchEngine:
             raise RuntimeError("inference failed") from seq.error
         return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
 
-    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+    def check_capacity(self) -> None:
+        """Raise EngineBusy if no further request can be admitted now."""
         if self.num_requests >= self.max_queued:
             raise EngineBusy()
+
+    async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
+        """The request's segments, each as soon as the window holding it is decoded."""
+        self.check_capacity()
         self.num_requests += 1
         try:
             options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature)
-            policy = long_form(self.vocab, request.audio, options, self.max_len)
-            result = None
+            segments: list[Segment] = []
+            policy = long_form(self.vocab, request.audio, options, self.max_len, segments)
+            result, sent = None, 0
             while True:
                 try:
                     job = policy.send(result)
-                except StopIteration as stop:
-                    segments = stop.value
+                except StopIteration:
                     break
                 result = await self.run_window(job)
+                for segment in segments[sent:]:
+                    yield segment
+                sent = len(segments)
+            for segment in segments[sent:]:
+                yield segment
         finally:
             self.num_requests -= 1
+
+    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+        segments = [segment async for segment in self.transcribe_segments(request)]
         return TranscriptionResult(
             text="".join(s.text for s in segments).strip(),
             language=request.language or "en",

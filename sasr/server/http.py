@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.response import Stream
 from litestar.datastructures import State, UploadFile
 from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
 from sasr.engine import EngineBusy, TranscriptionRequest
-from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat
+from sasr.audio.features import SAMPLE_RATE
+from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat, TranscriptTextDelta, TranscriptTextDone, Usage
 from sasr.server.errors import APIError, ClientGone
 from sasr.server.formats import render
 
@@ -28,6 +31,7 @@ class TranscriptionForm:
     language: str | None
     prompt: str | None
     temperature: float
+    stream: bool  # answer with Server-Sent Events, a delta per decoded segment
 
 
 def _bad(message: str, param: str, code: ErrorCode = ErrorCode.INVALID_VALUE, status: int = 400) -> APIError:
@@ -76,14 +80,16 @@ def parse_form(form, state: State) -> TranscriptionForm:
         if granularity == "word":
             raise _bad("word timestamps are not supported yet; use 'segment'", "timestamp_granularities[]",
                        ErrorCode.UNSUPPORTED_VALUE)
-    if (form.get("stream") or "false").lower() not in ("false", "0"):
-        raise _bad("streaming transcription (stream=true) is not supported yet", "stream", ErrorCode.UNSUPPORTED_VALUE)
+    stream = (form.get("stream") or "false").lower()
+    if stream not in ("true", "false", "1", "0"):
+        raise _bad("stream must be true or false", "stream")
     return TranscriptionForm(
         file=file,
         response_format=response_format,
         language=_language(form.get("language"), state),
         prompt=form.get("prompt") or None,
         temperature=_temperature(form.get("temperature")),
+        stream=stream in ("true", "1"),
     )
 
 
@@ -119,6 +125,8 @@ async def create_transcription(request: Request, state: State) -> Response:
         code = ErrorCode.EMPTY_FILE if not data else ErrorCode.INVALID_AUDIO
         raise _bad(str(exc), "file", code) from None
     job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature)
+    if fields.stream:
+        return sse_response(state, job)
     try:
         result = await until_disconnect(request, state.engine.transcribe(job))
     except EngineBusy as exc:
@@ -129,6 +137,29 @@ async def create_transcription(request: Request, state: State) -> Response:
     metrics.observe("sasr_request_latency_seconds", time.perf_counter() - started,
                     help="Time from request to response", endpoint="transcriptions")
     return Response(body, media_type=media_type)
+
+
+def sse_response(state: State, job: TranscriptionRequest) -> Stream:
+    """OpenAI's transcription stream: text deltas as windows are decoded, then the whole text."""
+    try:
+        state.engine.check_capacity()
+    except EngineBusy as exc:
+        raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+
+    def event(payload) -> bytes:
+        return b"data: " + msgspec.json.encode(payload) + b"\n\n"
+
+    async def events():
+        text = ""
+        async for segment in state.engine.transcribe_segments(job):
+            delta = segment.text if text else segment.text.lstrip()
+            text += delta
+            yield event(TranscriptTextDelta(delta=delta))
+        usage = Usage(seconds=math.ceil(len(job.audio) / SAMPLE_RATE))
+        yield event(TranscriptTextDone(text=text, usage=usage))
+        yield b"data: [DONE]\n\n"
+
+    return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @get("/v1/models")
