@@ -28,7 +28,7 @@ FORCE_S = 24.0  # beyond this everything decoded is committed and the buffer cut
 # and on tiny.en as accurate as 30 s windows were in streaming (WER measured with 1, 3, 5, 10 s of pad:
 # 0.271, 0.263, 0.250, 0.250 on a 90 s file whose one-shot WER is 0.217).
 PAD_FRAMES = 5 * FRAMES_PER_S
-PROMPT_WORDS = 60  # committed words before the buffer passed as the prompt
+PROMPT_TOKENS = 100  # committed tokens before the buffer passed as the prompt
 
 
 def word_key(word: str) -> str:
@@ -85,7 +85,7 @@ class StreamingPolicy:
     chunk_samples: int = SAMPLE_RATE  # each decode hears exactly one chunk more than the last
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
     buffer_start: int = 0  # samples of the session before the buffer
-    context: list[str] = field(default_factory=list)  # committed words before the buffer
+    context: list[int] = field(default_factory=list)  # committed tokens before the buffer, timestamps included
     committed: list[int] = field(default_factory=list)  # committed tokens of the buffer, timestamps included
     processed: int = 0  # samples of the buffer covered by the last decode
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
@@ -124,8 +124,9 @@ class StreamingPolicy:
         if is_silent(window):
             self._drop_silence()
             return None
-        prompt = self.vocab.encode(" " + " ".join(self.context[-PROMPT_WORDS:])) if self.context else []
-        prefix, sot_index = prefix_for(self.vocab, prompt, self.language, self.max_len)
+        # timestamps stay in the prompt, as in Whisper's own long-form decoding: a prompt of plain text
+        # was seen to make the model drop timestamps, and with them every place to cut the buffer
+        prefix, sot_index = prefix_for(self.vocab, self.context[-PROMPT_TOKENS:], self.language, self.max_len)
         frames = math.ceil((len(window) // HOP_SAMPLES + PAD_FRAMES) / FRAMES_PER_S) * FRAMES_PER_S
         room = self.max_len - len(prefix) - len(self.committed) - 1
         return WindowJob(
@@ -155,14 +156,16 @@ class StreamingPolicy:
         begin = self.vocab.timestamp_begin
         cut = 0 if everything else last_segment_end(self.committed, begin)
         if cut:
-            end_step = self.committed[cut - 1] - begin
+            # cut where the next segment opens, so the forced rest starts at <|0.00|> as Whisper's own
+            # windows do (rest starting at a later time was seen to stop the model's timestamps)
+            end_step = self.committed[cut] - begin
             cut_samples = round(end_step * TIMESTAMP_S * SAMPLE_RATE)
             rest = [t - end_step if t >= begin else t for t in self.committed[cut:]]  # re-based to the cut
         elif everything or len(self.buffer) >= FORCE_S * SAMPLE_RATE:
             cut, cut_samples, rest = len(self.committed), processed, []
         else:
             return
-        self.context += split_words(self.vocab.decode(self.committed[:cut]))
+        self.context += self.committed[:cut]
         self.committed = rest
         self.buffer = self.buffer[cut_samples:]
         self.buffer_start += cut_samples
