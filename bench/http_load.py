@@ -25,7 +25,6 @@ import soundfile as sf
 
 from sasr.eval.server import Server
 from sasr.eval.speech import corpus
-from sasr.eval.wer import wer
 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> float:

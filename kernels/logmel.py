@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from sasr.audio.features import HOP_SAMPLES, N_FFT, log_mel, mel_filters
+from sasr.audio.constants import HOP_SAMPLES, N_FFT
+from sasr.audio.features import log_mel, mel_filters
 
 
 def log_mel_batch_reference(audio: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:

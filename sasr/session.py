@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from sasr.audio.features import SAMPLE_RATE
+from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
 from sasr.decoding.streaming import StreamingPolicy
 from sasr.protocol import ServerEvent, SessionStart, TranscriptDelta, TranscriptFinal, TranscriptPartial
@@ -41,15 +41,12 @@ class Session:
         self.progress = asyncio.Event()  # set after each decode: room for more audio
         self.ending = False
         self.started = time.monotonic()
+        self.from_file = False  # the client has sent audio faster than speech: backpressure, not catch-up
         self.task = asyncio.create_task(self._run())
 
     @property
     def received_ms(self) -> int:
         return self.policy.received_samples * 1000 // SAMPLE_RATE
-
-    def _ahead_of_real_time(self) -> bool:
-        """The client sends faster than speech (a file, not a microphone)."""
-        return self.policy.received_samples / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S
 
     def feed(self, data: bytes) -> None:
         audio = self.frames.decode(data)
@@ -58,13 +55,15 @@ class Session:
                 f"more than {self.max_buffer_s:g} s of audio would be buffered; send at most real time"
             )
         self.policy.add_audio(audio)
+        # A microphone cannot get ahead of the clock; once a client has, it is streaming a file.
+        if self.policy.received_samples / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S:
+            self.from_file = True
         self.audio_arrived.set()
 
     async def wait_for_room(self) -> None:
         """Hold the reader of a client that sends faster than speech while two chunks wait to be decoded:
         it feels TCP backpressure. A live client cannot slow down; it is caught up instead (see _step)."""
-        while (self.policy.unprocessed_s >= 2 * self.chunk_s and self._ahead_of_real_time()
-               and not self.task.done()):
+        while self.from_file and self.policy.unprocessed_s >= 2 * self.chunk_s and not self.task.done():
             self.progress.clear()
             await self.progress.wait()
 
@@ -94,7 +93,7 @@ class Session:
 
     async def _step(self, final: bool) -> int | None:
         """Decode the buffer once and send what it commits; return the session sample it covered up to."""
-        behind = self.policy.unprocessed_s >= 2 * self.chunk_s and not self._ahead_of_real_time()
+        behind = self.policy.unprocessed_s >= 2 * self.chunk_s and not self.from_file
         job = self.policy.next_job(final, catch_up=behind)
         self.progress.set()
         if job is None:

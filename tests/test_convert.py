@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sasr.audio.features import WINDOW_SAMPLES, log_mel
+from sasr.audio.constants import WINDOW_SAMPLES
+from sasr.audio.features import log_mel
 from sasr.decoding.transcribe import WindowJob
 from sasr.models import ct2
 from sasr.models.loader import bundled_model_dir

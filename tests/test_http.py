@@ -220,7 +220,6 @@ def test_full_queue_gets_503(cache_dir, long_speech):
 
 def test_local_transformers_directory(loaded, speech_dir, tmp_path):
     """Any Whisper checkpoint directory loads through the same path: here, tiny.en saved by transformers."""
-    from sasr.eval.speech import read16k
 
     from sasr.models.loader import resolve_checkpoint
 

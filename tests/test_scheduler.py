@@ -23,8 +23,9 @@ def output(batch, tokens: list[int]) -> StepOutput:
     return StepOutput(tokens=tokens, logprobs=[-0.5] * len(tokens), no_speech_probs=[0.1] * len(batch.new))
 
 
-def test_no_torch_in_scheduler_or_server_contract():
-    code = "import sys, sasr.engine.scheduler, sasr.engine, sasr.protocol; print('torch' in sys.modules)"
+def test_no_torch_in_scheduler_sessions_or_server():
+    code = ("import sys, sasr.engine.scheduler, sasr.engine, sasr.protocol, sasr.session, sasr.server.app; "
+            "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

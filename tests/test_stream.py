@@ -10,7 +10,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-import soundfile as sf
 import soxr
 import websockets
 
@@ -30,7 +29,9 @@ async def stream(url: str, audio_bytes: bytes, start: dict | None = None, realti
                  bytes_per_s: int = 32000) -> dict:
     """Stream audio; return the events received, when session.end was sent, and the close code."""
     events, times = [], []
-    async with websockets.connect(url.replace("http", "ws") + PATH, max_size=None) as ws:
+    # no keepalive pings: a client sending faster than speech is held back by TCP backpressure, and
+    # its pings wait in the same queue as its audio
+    async with websockets.connect(url.replace("http", "ws") + PATH, max_size=None, ping_interval=None) as ws:
         await ws.send(json.dumps({"type": "session.start", **(start or {})}))
         started = json.loads(await ws.recv())
 

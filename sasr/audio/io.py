@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from sasr.audio.features import SAMPLE_RATE
+from sasr.audio.constants import SAMPLE_RATE
 
 
 class AudioError(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from sasr.audio.features import SAMPLE_RATE
+from sasr.audio.constants import SAMPLE_RATE
 from sasr.protocol import AUDIO_FORMATS
 
 _DTYPES = {"pcm16": np.dtype("<i2"), "f32": np.dtype("<f4")}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.audio.features import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES
+from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES
 from sasr.decoding.transcribe import (
     COMPRESSION_RATIO_MAX, WindowJob, WindowResult, compression_ratio, is_no_speech, is_silent, prefix_for,
 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.audio.features import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
+from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
 from sasr.models.vocab import TIMESTAMP_S, WhisperVocab
 from sasr.protocol import Segment
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
-from sasr.audio.features import SAMPLE_RATE
+from sasr.audio.constants import SAMPLE_RATE
 from sasr.decoding.transcribe import Options, WindowJob, WindowResult, long_form
 from sasr.engine import EngineBusy, TranscriptionRequest, TranscriptionResult
 from sasr.engine.batch import SamplingParams

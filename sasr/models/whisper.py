@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import WhisperForConditionalGeneration
 
-from sasr.audio.features import WINDOW_FRAMES
+from sasr.audio.constants import WINDOW_FRAMES
 
 
 @dataclass

@@ -11,11 +11,11 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 from litestar.datastructures import State, UploadFile
-from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
 from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
 from sasr.engine import EngineBusy, TranscriptionRequest
-from sasr.audio.features import SAMPLE_RATE
+from sasr.audio.constants import SAMPLE_RATE
 from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat, TranscriptTextDelta, TranscriptTextDone, Usage
 from sasr.server.errors import APIError, ClientGone
 from sasr.server.formats import render
