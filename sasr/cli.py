@@ -73,7 +73,10 @@ def serve(args: argparse.Namespace) -> None:
                           config.max_queued_requests, config.enforce_eager)
     name = config.served_model_name or served_name_for(config.model)
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
-    uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level)
+    # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP
+    # backpressure, and its pongs queue behind its audio (minutes of it, in socket buffers).
+    uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level,
+                ws_ping_interval=20.0, ws_ping_timeout=None)
 
 
 def transcribe(args: argparse.Namespace) -> None:
