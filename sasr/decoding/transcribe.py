@@ -96,19 +96,22 @@ def prefix_for(vocab: WhisperVocab, prompt_ids: list[int], language: str | None,
 
 def decode_with_fallback(
     vocab: WhisperVocab, audio: np.ndarray, prompt_ids: list[int], options: Options, max_len: int, seed: int
-) -> Generator[WindowJob, WindowResult, tuple[WindowResult, float]]:
-    """Greedy first; where the result looks like a loop or a guess, sample at rising temperatures."""
+) -> Generator[WindowJob, WindowResult, tuple[WindowResult, float, float]]:
+    """Greedy first; where the result looks like a loop or a guess, sample at rising temperatures.
+
+    Returns the accepted result, its temperature and its text's compression ratio.
+    """
     prefix, sot_index = prefix_for(vocab, prompt_ids, options.language, max_len)
     max_new = min(max_len // 2, max_len - len(prefix))
     temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
     for temperature in temperatures:
         result = yield WindowJob(audio, prefix, sot_index, temperature, seed, max_new)
+        ratio = compression_ratio(vocab.decode(result.tokens))
         if is_no_speech(result):
             break  # no temperature will find words that are not there
-        ratio = compression_ratio(vocab.decode(result.tokens))
         if ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN:
             break
-    return result, temperature
+    return result, temperature, ratio
 
 
 def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, list[int]]], int | None]:
@@ -154,13 +157,12 @@ def long_form(
             seek += window_frames
             continue
         seed = options.seed * 1_000_003 + seek
-        result, temperature = yield from decode_with_fallback(vocab, window, prompt_ids, options, max_len, seed)
+        result, temperature, ratio = yield from decode_with_fallback(vocab, window, prompt_ids, options, max_len, seed)
         if is_no_speech(result) or not result.tokens:
             seek += window_frames
             continue
         offset_s = seek / FRAMES_PER_S
         pieces, resume = split_segments(result.tokens, vocab.timestamp_begin)
-        ratio = compression_ratio(vocab.decode(result.tokens))
         for start, end, tokens in pieces:
             text = vocab.decode(tokens)
             if not text.strip():

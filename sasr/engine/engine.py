@@ -98,8 +98,7 @@ class BatchEngine:
         m = self.metrics
         m.observe("sasr_engine_step_seconds", seconds, help="Time of one engine step", buckets=STEP_BUCKETS_S)
         m.inc("sasr_engine_steps_total", help="Engine steps")
-        m.inc("sasr_engine_step_sequences_total", batch.num_seqs, help="Sequences summed over steps (/steps: batch size)")
-        m.inc("sasr_engine_tokens_total", batch.num_seqs, help="Tokens sampled")
+        m.inc("sasr_engine_tokens_total", batch.num_seqs, help="Tokens sampled, one per sequence a step (/steps: batch size)")
         m.inc("sasr_engine_windows_encoded_total", len(batch.new), help="30 s windows encoded")
 
     # -- event loop side -------------------------------------------------------------------------
