@@ -13,8 +13,12 @@ from sasr.config import ServerConfig
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="Whisper checkpoint: a transformers or CTranslate2 directory, or a hub id "
-                        "(default: the bundled tiny.en, no network needed)")
+                   help="Whisper or Qwen3-ASR checkpoint: a transformers (or Whisper CTranslate2) directory, "
+                        "a hub id, or qwen3-asr-0.6b with --load-format dummy "
+                        "(default: the bundled Whisper tiny.en, no network needed)")
+    p.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
+                   help="dummy: random weights of the model's shapes, a fixed number of output tokens "
+                        "(Qwen3-ASR; measures cost where weights cannot be fetched)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
                    help="auto: float16 on cuda, float32 on cpu")
@@ -38,7 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--enforce-eager", action="store_true", help="on CUDA, run without CUDA graphs")
     serve.add_argument("--max-sessions", type=int, default=defaults.max_sessions, help="live WebSocket sessions at once")
     serve.add_argument("--chunk-seconds", type=float, default=defaults.chunk_seconds,
-                       help="new audio a live session gathers before each decode")
+                       help="new audio a live session gathers before each decode (default: 1 s Whisper, 2 s Qwen3-ASR)")
+    serve.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
+                       help="Qwen3-ASR: recompute every prompt in full (for comparison)")
+    serve.add_argument("--num-kv-blocks", type=int, default=None,
+                       help="Qwen3-ASR: KV arena size in 16-token blocks (default: sized from memory)")
     serve.add_argument("--max-buffer-seconds", type=float, default=defaults.max_buffer_seconds,
                        help="live audio buffered past this ends the session with buffer_overflow")
     serve.add_argument("--log-level", default="info")
@@ -68,9 +76,12 @@ def serve(args: argparse.Namespace) -> None:
         max_upload_mb=args.max_upload_mb, max_queued_requests=args.max_queued_requests,
         max_num_seqs=args.max_num_seqs, enforce_eager=args.enforce_eager, max_sessions=args.max_sessions,
         chunk_seconds=args.chunk_seconds, max_buffer_seconds=args.max_buffer_seconds,
+        load_format=args.load_format, enable_prefix_caching=args.enable_prefix_caching,
+        num_kv_blocks=args.num_kv_blocks,
     )
     engine = build_engine(config.model, config.device, config.dtype, config.max_num_seqs,
-                          config.max_queued_requests, config.enforce_eager)
+                          config.max_queued_requests, config.enforce_eager, config.load_format,
+                          config.enable_prefix_caching, config.num_kv_blocks)
     name = config.served_model_name or served_name_for(config.model)
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
     # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP
@@ -87,7 +98,7 @@ def transcribe(args: argparse.Namespace) -> None:
     from sasr.engine import TranscriptionRequest
     from sasr.engine.engine import build_engine
 
-    engine = build_engine(args.model, args.device, args.dtype)
+    engine = build_engine(args.model, args.device, args.dtype, load_format=args.load_format)
 
     async def one(name: str) -> str:
         try:

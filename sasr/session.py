@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
-from sasr.decoding.streaming import StreamingPolicy
 from sasr.protocol import ServerEvent, SessionStart, TranscriptDelta, TranscriptFinal, TranscriptPartial
 
 MAX_FINAL_WINDOWS = 8
@@ -28,14 +27,15 @@ class BufferOverflow(Exception):
 class Session:
     def __init__(
         self, engine, start: SessionStart, emit: Callable[[ServerEvent], Awaitable[None]],
-        chunk_s: float = 1.0, max_buffer_s: float = 60.0,
+        chunk_s: float | None = None, max_buffer_s: float = 60.0,
     ) -> None:
         self.id = f"sess_{uuid.uuid4().hex[:16]}"
         self.engine, self.emit = engine, emit
+        chunk_s = chunk_s or engine.stream_chunk_s  # the model's own default unless configured
         self.chunk_s, self.max_buffer_s = chunk_s, max_buffer_s
         self.partials = start.partials
         self.frames = FrameDecoder(start.audio_format)
-        self.policy = StreamingPolicy(engine.vocab, engine.max_len, start.language, round(chunk_s * SAMPLE_RATE))
+        self.policy = engine.stream_policy(start.language, chunk_s)  # the model's streaming policy
         self.text = ""  # the concatenation of every delta sent
         self.audio_arrived = asyncio.Event()
         self.progress = asyncio.Event()  # set after each decode: room for more audio
@@ -98,7 +98,7 @@ class Session:
         self.progress.set()
         if job is None:
             return None
-        end = self.policy.buffer_start + len(job.audio)
+        end = self.policy.buffer_start + self.policy.processed  # the session sample the decode hears up to
         result = await self.engine.run_window(job)
         audio_ms = end * 1000 // SAMPLE_RATE
         for word in self.policy.update(job, result, final=final):

@@ -30,7 +30,7 @@ def test_no_torch_in_scheduler_sessions_or_server():
 
 
 def test_admits_up_to_slots_then_queues():
-    s = Scheduler(max_num_seqs=2, eot=EOT, max_len=50)
+    s = Scheduler(max_num_seqs=2, stop_ids=frozenset({EOT}), max_len=50)
     a, b, c = seq(), seq(), seq()
     for x in (a, b, c):
         s.add(x)
@@ -45,7 +45,7 @@ def test_admits_up_to_slots_then_queues():
 
 
 def test_sequences_leave_and_join_between_steps_with_compaction():
-    s = Scheduler(max_num_seqs=3, eot=EOT, max_len=50)
+    s = Scheduler(max_num_seqs=3, stop_ids=frozenset({EOT}), max_len=50)
     a, b, c, d = seq(), seq(), seq(), seq()
     for x in (a, b, c, d):
         s.add(x)
@@ -64,7 +64,7 @@ def test_sequences_leave_and_join_between_steps_with_compaction():
 
 
 def test_length_caps_finish_a_sequence():
-    s = Scheduler(max_num_seqs=2, eot=EOT, max_len=6)
+    s = Scheduler(max_num_seqs=2, stop_ids=frozenset({EOT}), max_len=6)
     short, long_prefix = seq(max_new=2), seq(prefix_len=4, max_new=100)
     s.add(short)
     s.add(long_prefix)
@@ -77,7 +77,7 @@ def test_length_caps_finish_a_sequence():
 
 
 def test_abort_frees_the_slot_at_the_next_step():
-    s = Scheduler(max_num_seqs=1, eot=EOT, max_len=50)
+    s = Scheduler(max_num_seqs=1, stop_ids=frozenset({EOT}), max_len=50)
     a, b = seq(), seq()
     s.add(a)
     s.add(b)
@@ -90,7 +90,7 @@ def test_abort_frees_the_slot_at_the_next_step():
 
 
 def test_abort_waiting_sequence_never_runs():
-    s = Scheduler(max_num_seqs=1, eot=EOT, max_len=50)
+    s = Scheduler(max_num_seqs=1, stop_ids=frozenset({EOT}), max_len=50)
     a, b = seq(), seq()
     s.add(a)
     s.add(b)
@@ -100,7 +100,7 @@ def test_abort_waiting_sequence_never_runs():
 
 
 def test_on_finish_called_once():
-    s = Scheduler(max_num_seqs=1, eot=EOT, max_len=50)
+    s = Scheduler(max_num_seqs=1, stop_ids=frozenset({EOT}), max_len=50)
     calls = []
     a = seq()
     a.on_finish = calls.append

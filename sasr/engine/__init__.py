@@ -15,8 +15,8 @@ import numpy as np
 from sasr.protocol import Segment
 
 if TYPE_CHECKING:
+    from sasr.decoding.streaming import StreamingPolicy
     from sasr.decoding.transcribe import WindowJob, WindowResult
-    from sasr.models.vocab import WhisperVocab
 
 
 class EngineBusy(Exception):
@@ -44,12 +44,18 @@ class TranscriptionResult:
 
 
 class Engine(Protocol):
+    """Implemented by BatchEngine (Whisper) and Qwen3Engine; each brings its own streaming policy
+    and the job type that policy asks the engine to run."""
+
     languages: frozenset[str]  # codes `language` may take
-    vocab: "WhisperVocab"  # the model's tokens (live sessions build their prompts with it)
-    max_len: int  # decoder positions per sequence
+    stream_chunk_s: float  # default seconds of new audio per live decode
+
+    def stream_policy(self, language: str | None, chunk_s: float) -> "StreamingPolicy":
+        """A live session's policy: its buffer, its next decode, and the words each decode commits."""
+        ...
 
     async def run_window(self, job: "WindowJob") -> "WindowResult":
-        """Decode one window (a live session's chunk), batched with everything else."""
+        """Run one decode the policy asked for (a live session's chunk), batched with everything else."""
         ...
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...

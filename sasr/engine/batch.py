@@ -2,9 +2,11 @@
 
 Plain data, no torch, so the scheduler can be tested with hand-built outputs.
 
-Slots: the runner's KV arena has one slot per sequence it can hold. Running sequences always occupy
+Slots (Whisper): the runner's KV arena has one slot per sequence it can hold. Running sequences always occupy
 slots 0..num_decode-1 (the scheduler compacts them with `moves` when one finishes), so the decode
 step works on a prefix of the arena and never gathers; new sequences take the next slots.
+Blocks (decoder-only models such as Qwen3-ASR): each sequence's KV lives in the blocks of its block
+table, which the scheduler's BlockManager hands out, shared between prompts that start alike.
 """
 
 from __future__ import annotations
@@ -21,6 +23,17 @@ class SamplingParams:
 
 
 @dataclass
+class AudioWindow:
+    """Audio a decoder-only prompt's placeholders stand for: one encoder window (at most 8 s)."""
+
+    key: int  # digest of the samples: the same audio has the same key
+    audio: np.ndarray  # 16 kHz float32
+    first_token: int  # index in the prompt of its first placeholder
+    num_tokens: int  # its placeholders
+    complete: bool  # a full window: its encoding never changes, so the runner may cache it
+
+
+@dataclass
 class NewSequence:
     """A window to encode and prefill; its first token is sampled in the same step."""
 
@@ -31,6 +44,11 @@ class NewSequence:
     sot_index: int  # index of <|startoftranscript|> in prefix: the no-speech probability is read there
     sampled: list[int]  # the forced tokens at the end of prefix (often none): the logit filters read it
     sampling: SamplingParams
+    # decoder-only models (block KV): the blocks holding its positions, the leading prompt tokens
+    # whose KV is already there (prefix cache hits, not recomputed), and its audio windows
+    block_table: list[int] = field(default_factory=list)
+    num_cached: int = 0
+    audio_windows: list[AudioWindow] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +59,7 @@ class DecodeRow:
     position: int  # its position in the sequence
     sampled: list[int]  # tokens sampled so far, the last one included (read by the logit filters)
     sampling: SamplingParams
+    block_table: list[int] = field(default_factory=list)  # decoder-only models: its blocks
 
 
 @dataclass

@@ -9,6 +9,7 @@ travel back to the waiting coroutines with call_soon_threadsafe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 import torch
 
 from sasr.audio.constants import SAMPLE_RATE
+from sasr.decoding.streaming import StreamingPolicy
 from sasr.decoding.transcribe import Options, WindowJob, WindowResult, long_form
 from sasr.engine import EngineBusy, TranscriptionRequest, TranscriptionResult
 from sasr.engine.batch import SamplingParams
@@ -32,17 +34,16 @@ log = logging.getLogger("sasr.engine")
 STEP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
-class BatchEngine:
-    """Implements sasr.engine.Engine over a Scheduler and a ModelRunner."""
+class EngineCore:
+    """The engine thread and its hand-offs, whatever the model: a scheduler, a runner, a loop.
 
-    def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
-                 enforce_eager: bool = False) -> None:
-        self.vocab = loaded.vocab
-        model = WhisperModel(loaded.model)
-        self.max_len = model.max_len
-        self.runner = ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager)
-        self.scheduler = Scheduler(max_num_seqs, self.vocab.eot, model.max_len)
-        self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
+    Subclasses build the scheduler and runner and turn requests into Sequences.
+    """
+
+    stream_chunk_s = 1.0  # default seconds of new audio per live decode
+
+    def __init__(self, runner, scheduler: Scheduler, max_queued: int = 64) -> None:
+        self.runner, self.scheduler = runner, scheduler
         self.max_queued = max_queued
         self.num_requests = 0  # admitted and not finished (guarded by the event loop: no lock needed)
         self.metrics = Metrics()
@@ -62,7 +63,11 @@ class BatchEngine:
             except queue.Empty:
                 return
             if action == "add":
-                self.scheduler.add(seq)
+                try:
+                    self.scheduler.add(seq)
+                except ValueError as exc:  # it can never fit: fail it, not the engine
+                    seq.status, seq.error = Status.ABORTED, exc
+                    seq.on_finish(seq)
             else:
                 self.scheduler.abort(seq)
 
@@ -99,7 +104,10 @@ class BatchEngine:
         m.observe("sasr_engine_step_seconds", seconds, help="Time of one engine step", buckets=STEP_BUCKETS_S)
         m.inc("sasr_engine_steps_total", help="Engine steps")
         m.inc("sasr_engine_tokens_total", batch.num_seqs, help="Tokens sampled, one per sequence a step (/steps: batch size)")
-        m.inc("sasr_engine_windows_encoded_total", len(batch.new), help="30 s windows encoded")
+        self._record_model(batch)
+
+    def _record_model(self, batch) -> None:
+        """Model-specific counters of a finished step."""
 
     # -- event loop side -------------------------------------------------------------------------
 
@@ -107,17 +115,11 @@ class BatchEngine:
         self.inbox.put((action, seq))
         self.wake.set()
 
-    async def run_window(self, job: WindowJob) -> WindowResult:
-        """Decode one window in whatever batch the scheduler puts it; cancellation frees its slot."""
+    async def run_sequence(self, seq: Sequence) -> Sequence:
+        """Run one sequence in whatever batches the scheduler puts it; cancellation frees its place."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-
-        def finished(seq: Sequence) -> None:
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(seq))
-
-        seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
-                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames, on_finish=finished,
-                       sampled=list(job.forced), num_forced=len(job.forced))
+        seq.on_finish = lambda s: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(s))
         self._submit("add", seq)
         try:
             await done
@@ -126,18 +128,79 @@ class BatchEngine:
             raise
         if seq.error is not None:
             raise RuntimeError("inference failed") from seq.error
-        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
+        return seq
 
     def check_capacity(self) -> None:
         """Raise EngineBusy if no further request can be admitted now."""
         if self.num_requests >= self.max_queued:
             raise EngineBusy()
 
-    async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
-        """The request's segments, each as soon as the window holding it is decoded."""
+    @contextlib.contextmanager
+    def admitted(self):
+        """Count a request in the engine while it runs (or refuse it: EngineBusy)."""
         self.check_capacity()
         self.num_requests += 1
         try:
+            yield
+        finally:
+            self.num_requests -= 1
+
+    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+        segments = [segment async for segment in self.transcribe_segments(request)]
+        return TranscriptionResult(
+            text="".join(s.text for s in segments).strip(),
+            language=request.language or "en",  # engines that detect the language set it on the request
+            duration_s=len(request.audio) / SAMPLE_RATE,
+            segments=segments,
+        )
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "sasr_requests_in_engine": self.num_requests,
+            "sasr_engine_waiting_sequences": self.scheduler.num_waiting,
+            "sasr_engine_running_sequences": self.scheduler.num_running,
+            "sasr_engine_batch_size": self.last_batch_size,
+            "sasr_engine_kv_arena_bytes": self.runner.arena_bytes(),
+        }
+
+    def render_metrics(self) -> str:
+        return self.metrics.render(self.stats())
+
+    def close(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout=10)
+
+
+class BatchEngine(EngineCore):
+    """Implements sasr.engine.Engine for Whisper over a slot Scheduler and a ModelRunner."""
+
+    def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
+                 enforce_eager: bool = False) -> None:
+        self.vocab = loaded.vocab
+        model = WhisperModel(loaded.model)
+        self.max_len = model.max_len
+        self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
+        super().__init__(ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager),
+                         Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
+
+    def _record_model(self, batch) -> None:
+        self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
+
+    def stream_policy(self, language: str | None, chunk_s: float) -> StreamingPolicy:
+        return StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
+
+    async def run_window(self, job: WindowJob) -> WindowResult:
+        """Decode one window in whatever batch the scheduler puts it."""
+        seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
+                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames,
+                       sampled=list(job.forced), num_forced=len(job.forced))
+        await self.run_sequence(seq)
+        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
+
+    async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
+        """The request's segments, each as soon as the window holding it is decoded."""
+        with self.admitted():
             options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature)
             segments: list[Segment] = []
             policy = long_form(self.vocab, request.audio, options, self.max_len, segments)
@@ -153,46 +216,33 @@ class BatchEngine:
                 sent = len(segments)
             for segment in segments[sent:]:
                 yield segment
-        finally:
-            self.num_requests -= 1
-
-    async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
-        segments = [segment async for segment in self.transcribe_segments(request)]
-        return TranscriptionResult(
-            text="".join(s.text for s in segments).strip(),
-            language=request.language or "en",
-            duration_s=len(request.audio) / SAMPLE_RATE,
-            segments=segments,
-        )
 
     def stats(self) -> dict[str, float]:
-        return {
-            "sasr_requests_in_engine": self.num_requests,
-            "sasr_engine_waiting_sequences": self.scheduler.num_waiting,
-            "sasr_engine_running_sequences": self.scheduler.num_running,
-            "sasr_engine_batch_size": self.last_batch_size,
-            "sasr_engine_kv_slots_used": self.scheduler.num_running,
-            "sasr_engine_kv_slots_total": self.scheduler.max_num_seqs,
-            "sasr_engine_kv_arena_bytes": self.runner.arena_bytes(),
-        }
-
-    def render_metrics(self) -> str:
-        return self.metrics.render(self.stats())
-
-    def close(self) -> None:
-        self.stopping = True
-        self.wake.set()
-        self.thread.join(timeout=10)
+        return {**super().stats(), "sasr_engine_kv_slots_used": self.scheduler.num_running,
+                "sasr_engine_kv_slots_total": self.scheduler.max_num_seqs}
 
 
 def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 16,
-                 max_queued: int = 64, enforce_eager: bool = False) -> BatchEngine:
-    from sasr.models.loader import load_whisper
+                 max_queued: int = 64, enforce_eager: bool = False, load_format: str = "auto",
+                 enable_prefix_caching: bool = True, num_kv_blocks: int | None = None) -> EngineCore:
+    """The engine for --model: Whisper (the bundled tiny.en by default) or Qwen3-ASR."""
+    from sasr.models.qwen3_load import is_qwen3_asr
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        dtype = "float16" if device.startswith("cuda") else "float32"
+        dtype = ("bfloat16" if is_qwen3_asr(model) else "float16") if device.startswith("cuda") else "float32"
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    if is_qwen3_asr(model):
+        from sasr.engine.qwen3_engine import Qwen3Engine
+        from sasr.models.qwen3_load import load_qwen3_asr
+
+        loaded = load_qwen3_asr(model, device, torch_dtype, load_format)
+        return Qwen3Engine(loaded, max_num_seqs=max_num_seqs, max_queued=max_queued,
+                           enable_prefix_caching=enable_prefix_caching, num_blocks=num_kv_blocks)
+    if load_format != "auto":
+        raise ValueError("--load-format dummy is for Qwen3-ASR models")
+    from sasr.models.loader import load_whisper
+
     return BatchEngine(load_whisper(model, device, torch_dtype), max_num_seqs=max_num_seqs,
                        max_queued=max_queued, enforce_eager=enforce_eager)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+from sasr.engine.batch import AudioWindow, Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+from sasr.engine.blocks import Allocation, BlockManager
 
 
 class Status(enum.Enum):
@@ -48,6 +49,12 @@ class Sequence:
     slot: int = -1
     status: Status = Status.WAITING
     error: BaseException | None = None  # set when a runner fault aborted it
+    # decoder-only models: prefix-cache keys of the prompt (token ids; audio digests for audio
+    # placeholders), its audio windows, and once admitted its blocks
+    hash_keys: list[int] = field(default_factory=list)
+    audio_windows: list[AudioWindow] = field(default_factory=list)
+    allocation: Allocation | None = None
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache (not computed)
 
     @property
     def position(self) -> int:
@@ -56,10 +63,12 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, max_num_seqs: int, eot: int, max_len: int, max_new_per_step: int | None = None) -> None:
-        self.max_num_seqs = max_num_seqs  # arena slots
+    def __init__(self, max_num_seqs: int, stop_ids: frozenset[int], max_len: int,
+                 max_new_per_step: int | None = None, blocks: BlockManager | None = None) -> None:
+        self.max_num_seqs = max_num_seqs  # sequences at once (Whisper: arena slots)
         self.max_new_per_step = max_new_per_step or max_num_seqs  # encodes per step (they stall decoding)
-        self.eot = eot
+        self.stop_ids = stop_ids  # tokens that end a sequence (empty: only the length cap does)
+        self.blocks = blocks  # decoder-only models: the KV block manager; None: one slot per sequence
         self.max_len = max_len  # positions per sequence
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # running[i].slot == i after each schedule()
@@ -79,6 +88,8 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         if len(seq.prefix) + len(seq.sampled) >= self.max_len:
             raise ValueError(f"{len(seq.prefix) + len(seq.sampled)} known tokens do not fit {self.max_len} positions")
+        if self.blocks is not None and self.blocks.blocks_needed(self._num_positions(seq)) > len(self.blocks.blocks):
+            raise ValueError(f"{self._num_positions(seq)} positions do not fit the KV arena")
         seq.status = Status.WAITING
         self.waiting.append(seq)
 
@@ -89,9 +100,18 @@ class Scheduler:
         if seq.status in (Status.WAITING, Status.RUNNING):
             seq.status = Status.ABORTED
 
+    def _num_positions(self, seq: Sequence) -> int:
+        """Positions a sequence may fill: its known tokens and all it may sample."""
+        return min(self.max_len, len(seq.prefix) + len(seq.sampled) + seq.max_new_tokens + 1)
+
     def _compact(self) -> list[tuple[int, int]]:
         """Drop sequences that are done; move the highest live slots into the holes they leave."""
         live = [s for s in self.running if s.status is Status.RUNNING]
+        if self.blocks is not None:
+            for seq in self.running:
+                if seq.status is not Status.RUNNING and seq.allocation is not None:
+                    self.blocks.free(seq.allocation)
+                    seq.allocation = None
         kept = {s.slot for s in live}
         holes = [i for i in range(len(live)) if i not in kept]
         movers = sorted((s for s in live if s.slot >= len(live)), key=lambda s: s.slot)
@@ -106,19 +126,31 @@ class Scheduler:
         """The next step's batch, or None when nothing is waiting or running."""
         moves = self._compact()
         batch = Batch(moves=moves)
-        batch.decode = [DecodeRow(s.sampled[-1], s.position, s.sampled, s.sampling) for s in self.running]
+        batch.decode = [DecodeRow(s.sampled[-1], s.position, s.sampled, s.sampling, self._table(s))
+                        for s in self.running]
         self._rows = list(self.running)
         num_new = min(self.max_num_seqs - len(self.running), self.max_new_per_step, len(self.waiting))
         for _ in range(num_new):
-            seq = self.waiting.popleft()
+            seq = self.waiting[0]
+            if self.blocks is not None:
+                # blocks for every position it may fill are reserved now, so it never waits mid-decode
+                if not self.blocks.can_allocate(self._num_positions(seq)):
+                    break
+                seq.allocation = self.blocks.allocate(seq.hash_keys, self._num_positions(seq))
+                seq.num_cached_tokens = seq.allocation.num_cached_tokens
+            self.waiting.popleft()
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
             self._rows.append(seq)
             batch.new.append(
                 NewSequence(seq.slot, seq.audio, seq.num_frames, seq.prefix + seq.sampled, seq.sot_index,
-                            seq.sampled, seq.sampling)
+                            seq.sampled, seq.sampling, self._table(seq), seq.num_cached_tokens, seq.audio_windows)
             )
         return batch if batch.num_seqs else None
+
+    @staticmethod
+    def _table(seq: Sequence) -> list[int]:
+        return seq.allocation.block_table if seq.allocation is not None else []
 
     def postprocess(self, batch: Batch, output: StepOutput) -> list[Sequence]:
         """Record each sequence's sampled token; return those that finished (their on_finish called)."""
@@ -126,12 +158,15 @@ class Scheduler:
         first_new = len(batch.decode)
         for row, seq in enumerate(self._rows):
             if row >= first_new:
-                seq.no_speech_prob = output.no_speech_probs[row - first_new]
+                if output.no_speech_probs:
+                    seq.no_speech_prob = output.no_speech_probs[row - first_new]
+                if self.blocks is not None and seq.allocation is not None:
+                    self.blocks.register(seq.allocation)  # its prompt's KV is written now
             if seq.status is not Status.RUNNING:
                 continue  # aborted while the step ran
             token = output.tokens[row]
             seq.sum_logprob += output.logprobs[row]
-            if token == self.eot:
+            if token in self.stop_ids:
                 seq.status = Status.FINISHED
             else:
                 seq.sampled.append(token)

@@ -1,0 +1,150 @@
+"""Qwen3-ASR forward passes on transformers' weights: a windowed audio encoder and a Qwen3 decoder
+whose keys and values live in sasr's block arena.
+
+transformers supplies the modules and weights (`Qwen3ASRForConditionalGeneration`); the encoder pass
+over whole 8 s windows and the paged decoder pass are ours, so the engine can batch sequences of any
+length, reuse cached prefix blocks and cache the encodings of complete windows.
+
+Encoder facts this relies on: mel frames are convolved in 1 s chunks of 100 frames (13 tokens each,
+positions restarting per chunk) and attention stays inside 8 s windows of 800 frames (104 tokens),
+so a complete window's encoding depends on its own audio alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+from sasr.audio.constants import HOP_SAMPLES
+from sasr.audio.features import log_mel
+from sasr.models.qwen3_vocab import (
+    CHUNK_FRAMES, TOKENS_PER_CHUNK, WINDOW_FRAMES_QWEN, conv_out_len, num_audio_tokens,
+)
+
+
+@dataclass
+class PagedKV:
+    """The block arena: keys and values of every block, for every decoder layer."""
+
+    k: torch.Tensor  # [L, num_blocks * block_size, Hkv, Dh]
+    v: torch.Tensor  # [L, num_blocks * block_size, Hkv, Dh]
+    block_size: int
+
+
+class Qwen3ASR:
+    """Encoder and decoder passes of one Qwen3-ASR model; the KV arena is passed in."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.tower = model.model.audio_tower
+        self.projector = model.model.multi_modal_projector
+        self.lm = model.model.language_model
+        text = model.config.text_config
+        self.num_layers = text.num_hidden_layers
+        self.num_heads = text.num_attention_heads
+        self.num_kv_heads = text.num_key_value_heads
+        self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.num_mel_bins = model.config.audio_config.num_mel_bins
+        self.enc_heads = model.config.audio_config.encoder_attention_heads
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    # -- encoder ---------------------------------------------------------------------------------
+
+    def window_mel(self, audio: torch.Tensor) -> torch.Tensor:
+        """Log-mel [n_mels, 800] of one window's samples (at most 8 s), zero past its frames.
+
+        Each window is normalised on its own, so a complete window's features (and encoding) never
+        change as more audio arrives; the original processor normalises the whole clip at once.
+        """
+        frames = len(audio) // HOP_SAMPLES
+        mel = torch.zeros(self.num_mel_bins, WINDOW_FRAMES_QWEN, device=self.device)
+        if frames:
+            mel[:, :frames] = log_mel(audio.to(self.device), self.num_mel_bins)[:, :frames]
+        return mel
+
+    @torch.inference_mode()
+    def encode_windows(self, audio: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Audio embeddings [num_audio_tokens(len), D] of each window's samples (each at most 8 s)."""
+        mel = torch.stack([self.window_mel(a) for a in audio])  # [W, n_mels, 800]
+        num_windows = len(audio)
+        chunks = mel.unflatten(2, (-1, CHUNK_FRAMES)).permute(0, 2, 1, 3).flatten(0, 1)  # [W*8, n_mels, 100]
+        x = chunks[:, None].to(self.dtype)
+        for conv in (self.tower.conv2d1, self.tower.conv2d2, self.tower.conv2d3):
+            x = F.gelu(conv(x))
+        # x: [W*8, C, mel', 13] -> [W*8, 13, C*mel']
+        x = self.tower.conv_out(x.permute(0, 3, 1, 2).flatten(2))
+        x = x + self.tower.positional_embedding.positional_embedding[: x.shape[1]].to(x.dtype)
+        x = x.unflatten(0, (num_windows, -1)).flatten(1, 2)  # [W, 104, D]
+        counts = [num_audio_tokens(len(a)) for a in audio]
+        # a token is real if it comes from a real frame of its chunk: [W, 104]
+        frames = torch.tensor([len(a) // HOP_SAMPLES for a in audio], device=self.device)
+        chunk_frames = (frames[:, None] - CHUNK_FRAMES * torch.arange(8, device=self.device)).clamp(0, CHUNK_FRAMES)
+        chunk_tokens = torch.tensor([[conv_out_len(int(f)) for f in row] for row in chunk_frames.tolist()],
+                                    device=self.device)
+        valid = (torch.arange(TOKENS_PER_CHUNK, device=self.device) < chunk_tokens[..., None]).flatten(1)
+        mask = valid[:, None, None, :]  # [W, 1, 1, 104]: keys that exist
+        for layer in self.tower.layers:
+            x = x + self._encoder_attention(layer, x, mask)
+            x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+        x = self.projector(self.tower.ln_post(x))  # [W, 104, D_text]
+        return [x[w][valid[w]][: counts[w]] for w in range(num_windows)]
+
+    def _encoder_attention(self, layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attn = layer.self_attn
+        h = layer.self_attn_layer_norm(x)
+        q, k, v = (p(h).unflatten(-1, (self.enc_heads, -1)).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [W, H, T, Dh]
+        return attn.out_proj(o.transpose(1, 2).flatten(2))
+
+    # -- decoder ---------------------------------------------------------------------------------
+
+    def new_arena(self, num_blocks: int, block_size: int) -> PagedKV:
+        shape = (self.num_layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
+        zeros = lambda: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
+        return PagedKV(zeros(), zeros(), block_size)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lm.embed_tokens(tokens)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
+        # W @ h.T rather than h @ W.T: for a few rows MKL runs the former 2-3x faster
+        return torch.mm(self.model.lm_head.weight, hidden.T).T.float()
+
+    @torch.inference_mode()
+    def decode(self, arena: PagedKV, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+               block_tables: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """Run input embeddings x [B, T, D] at positions [B, T]; return final hidden states [B, T, D].
+
+        Each token's K/V is written to its arena row slots[b, t] (-1: a padding token, not written);
+        each query attends to its sequence's keys (rows of its block table [B, num_blocks]) at
+        positions up to its own, within the first kv_len positions.
+        """
+        batch, num_tokens, _ = x.shape
+        real = slots >= 0
+        write = slots[real]  # [N]
+        # key rows of each sequence, in position order: [B, kv_len]
+        offsets = torch.arange(kv_len, device=self.device)
+        key_rows = block_tables[:, offsets // arena.block_size] * arena.block_size + offsets % arena.block_size
+        mask = (offsets[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, kv_len]
+        cos, sin = self.lm.rotary_emb(x, positions)
+        for i, layer in enumerate(self.lm.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_norm(attn.q_proj(h).unflatten(-1, (self.num_heads, self.head_dim)))  # [B, T, H, Dh]
+            k = attn.k_norm(attn.k_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim)))
+            v = attn.v_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim))
+            q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)
+            arena.k[i].index_copy_(0, write, k[real])
+            arena.v[i].index_copy_(0, write, v[real])
+            keys, values = arena.k[i][key_rows], arena.v[i][key_rows]  # [B, kv_len, Hkv, Dh]
+            o = F.scaled_dot_product_attention(
+                q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask, enable_gqa=True
+            )
+            x = x + attn.o_proj(o.transpose(1, 2).flatten(2))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.lm.norm(x)

@@ -1,0 +1,234 @@
+"""Qwen3-ASR: a real architecture with tiny random weights and a locally trained tokenizer (no
+weights can be downloaded here), through sasr's own forward passes, the block engine with prefix
+reuse, and a real server with real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import torch
+
+from sasr.engine import TranscriptionRequest
+from sasr.eval.server import Server
+from sasr.eval.speech import concat, read16k
+
+from tests.test_stream import pcm16, stream
+
+SESSION_S = 60
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from sasr.models.qwen3_load import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-qwen3-asr")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    from sasr.models.qwen3_load import load_qwen3_asr
+
+    return load_qwen3_asr(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def speech(speech_dir) -> list[np.ndarray]:
+    return [read16k(speech_dir / f"h{i}.wav") for i in range(30)]
+
+
+@pytest.fixture(scope="session")
+def session_audio(speech) -> np.ndarray:
+    """About a minute of speech."""
+    audio = concat(speech[:24])
+    assert len(audio) >= SESSION_S * 16000
+    return audio[: SESSION_S * 16000]
+
+
+def make_engine(loaded, **kwargs):
+    from sasr.engine.qwen3_engine import Qwen3Engine
+
+    return Qwen3Engine(loaded, max_num_seqs=8, **kwargs)
+
+
+# -- the model ---------------------------------------------------------------------------------------
+
+
+def test_forward_matches_transformers(tiny, speech):
+    """sasr's windowed encoder and paged decoder give transformers' own logits (one window)."""
+    from sasr.models.qwen3_asr import Qwen3ASR
+
+    model = Qwen3ASR(tiny.model)
+    audio = concat(speech[:3])[: 6 * 16000]
+    with torch.inference_mode():
+        embeddings = model.encode_windows([torch.from_numpy(audio)])[0]
+        prompt = tiny.vocab.prompt(len(embeddings), "context", tiny.vocab.header("en"))
+        ids = torch.tensor([prompt.ids])
+        x = model.embed(ids).clone()
+        x[0, prompt.audio_at : prompt.audio_at + len(embeddings)] = embeddings
+        positions = torch.arange(len(prompt.ids))[None]
+        arena = model.new_arena(64, 16)
+        hidden = model.decode(arena, x, positions, positions.clone(), torch.arange(64)[None], len(prompt.ids))
+        ours = model.logits(hidden[0])
+        frames = len(audio) // 160
+        mask = torch.zeros(1, 600, dtype=torch.long)
+        mask[0, :frames] = 1
+        mel = model.window_mel(torch.from_numpy(audio))[None, :, :600]
+        theirs = tiny.model(input_ids=ids, input_features=mel, input_features_mask=mask).logits[0].float()
+    assert len(embeddings) == 78  # 6 s: 13 tokens a second
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_original_layout_is_refused(tmp_path):
+    from sasr.models.qwen3_load import load_qwen3_asr
+
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ASRForConditionalGeneration"],
+                                                      "thinker_config": {"text_config": {}}}))
+    with pytest.raises(ValueError, match="thinker_config"):
+        load_qwen3_asr(str(tmp_path))
+
+
+def test_prompt_and_output_parsing(tiny):
+    vocab = tiny.vocab
+    prompt = vocab.prompt(5, "hello", vocab.header("en"))
+    assert prompt.ids[prompt.audio_at : prompt.audio_at + 5] == [vocab.audio_pad] * 5
+    assert vocab.decode(prompt.ids).endswith("<|im_start|>assistant\nlanguage English<asr_text>")
+    text = vocab.encode(" The birch canoe")
+    assert vocab.parse(vocab.encode("language English") + [vocab.asr_text] + text) == ("en", text)
+    assert vocab.parse(vocab.encode("language None") + [vocab.asr_text]) == (None, [])
+    assert vocab.parse(text) == (None, None)  # no header: not parsed
+
+
+# -- the engine: equality alone / batched, reuse on / off, flat work ---------------------------------------
+
+
+async def test_alone_equals_batched_with_and_without_cache_hits(tiny, speech):
+    from sasr.decoding.qwen import make_job
+
+    long = concat(speech[:6])
+    audios = [speech[i] for i in range(6, 11)] + [long[: 18 * 16000]]
+    jobs = lambda: [make_job(tiny.vocab, a, "en", max_new_tokens=24) for a in audios]  # noqa: E731
+    alone_engine = make_engine(tiny)
+    alone = [(await alone_engine.run_window(job)).tokens for job in jobs()]
+    alone_engine.close()
+
+    engine = make_engine(tiny)
+    await engine.run_window(make_job(tiny.vocab, long[: 16 * 16000], "en", max_new_tokens=24))  # warms the cache
+    results = await asyncio.gather(*(engine.run_window(job) for job in jobs()))
+    engine.close()
+    assert [r.tokens for r in results] == alone
+    assert results[-1].num_cached_tokens >= 2 * 104  # the 18 s prompt found the 16 s one's two windows
+    assert all(r.num_cached_tokens == 0 for r in results[:-1])  # the others shared a step without hits
+    assert len({tuple(t) for t in alone}) > 1  # the text depends on the audio
+
+
+async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> list[dict]:
+    """Feed a live session's policy 2 s at a time, as a session would; one record per decode."""
+    engine = make_engine(loaded, **engine_kwargs)
+    policy = engine.stream_policy("en", 2.0)
+    records = []
+    try:
+        for start in range(0, len(audio) + 1, 32000):
+            policy.add_audio(audio[start : start + 32000])
+            final = start + 32000 >= len(audio)
+            job = policy.next_job(final=final)
+            if job is None:
+                continue
+            at_s = (policy.buffer_start + job.end) / 16000
+            result = await engine.run_window(job)
+            words = policy.update(job, result, final=final)
+            records.append({"at_s": at_s, "tokens": result.tokens, "words": words,
+                            "computed": result.num_prompt_tokens - result.num_cached_tokens,
+                            "text_prefix": len(job.text_prefix)})
+        metrics = engine.render_metrics()
+    finally:
+        engine.close()
+    return records, metrics
+
+
+@pytest.fixture(scope="session")
+def dummy(tiny_dir):
+    """The tiny config with random weights, end of text ignored: a fixed number of tokens per decode."""
+    from sasr.models.qwen3_load import load_qwen3_asr
+
+    return load_qwen3_asr(str(tiny_dir), load_format="dummy")
+
+
+async def test_prefix_reuse_same_tokens_and_flat_work(dummy, session_audio):
+    from sasr.engine.qwen3_engine import BLOCK_SIZE
+    from sasr.models.qwen3_vocab import TOKENS_PER_WINDOW
+
+    on, metrics = await run_session(dummy, session_audio)
+    off, _ = await run_session(dummy, session_audio, enable_prefix_caching=False)
+    assert [r["tokens"] for r in on] == [r["tokens"] for r in off]
+    assert [r["words"] for r in on] == [r["words"] for r in off]
+    assert on[-1]["at_s"] >= SESSION_S - 1 and len(on) >= 25
+    # With reuse, the audio a chunk computes is the partial window and at most one block before it
+    # (plus the prompt's frame), however long the session: only the forced text is computed in full.
+    frame = len(dummy.vocab.prompt(0).ids) + len(dummy.vocab.header("en"))
+    audio_work = [r["computed"] - r["text_prefix"] - frame for r in on]
+    assert max(audio_work) <= TOKENS_PER_WINDOW + BLOCK_SIZE, audio_work
+    late = [r["computed"] for r in on if r["at_s"] > 40]
+    early = [r["computed"] for r in on if r["at_s"] <= 32]
+    assert max(late) <= max(early) + BLOCK_SIZE  # the second minute costs what the first did
+    # without it every chunk recomputes all the segment's audio: up to four windows
+    assert max(r["computed"] - r["text_prefix"] - frame for r in off) > 3 * TOKENS_PER_WINDOW
+    hit_rate = float(next(line.split()[1] for line in metrics.splitlines()
+                          if line.startswith("sasr_prefix_cache_hit_rate ")))
+    assert hit_rate > 0.5
+
+
+async def test_file_transcription_detects_or_takes_language(tiny, speech):
+    engine = make_engine(tiny)
+    try:
+        given = await engine.transcribe(TranscriptionRequest(speech[0], language="fr"))
+        long = await engine.transcribe(TranscriptionRequest(concat(speech[:14]), language="en"))
+    finally:
+        engine.close()
+    assert given.language == "fr" and given.text
+    assert len(long.segments) >= 2 and long.segments[0].end <= 30.0  # decoded in pieces of at most 30 s
+    assert long.segments[1].start == long.segments[0].end
+
+
+# -- every interface, on a real server ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qwen_server(tiny_dir):
+    srv = Server("--model", str(tiny_dir), "--max-num-seqs", "4")
+    yield srv
+    srv.stop()
+
+
+def test_http_json_sse_and_models(qwen_server, speech_dir, tiny, speech):
+    client = openai.OpenAI(base_url=f"{qwen_server.url}/v1", api_key="sk-unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == ["tiny-qwen3-asr"]
+    with open(speech_dir / "h3.wav", "rb") as f:
+        result = client.audio.transcriptions.create(model="tiny-qwen3-asr", file=f, language="en")
+    engine = make_engine(tiny)
+    expected = asyncio.run(engine.transcribe(TranscriptionRequest(speech[3], language="en")))
+    engine.close()
+    assert result.text == expected.text and result.text
+    with open(speech_dir / "h3.wav", "rb") as f:
+        events = list(client.audio.transcriptions.create(model="tiny-qwen3-asr", file=f, language="en", stream=True))
+    assert events[-1].type == "transcript.text.done" and events[-1].text == expected.text
+    assert "".join(e.delta for e in events[:-1]).strip() == expected.text
+    for framing in ("<asr_text>", "<|im_end|>", "language English"):
+        assert framing not in result.text
+
+
+async def test_websocket_session_and_prefix_hits_in_metrics(qwen_server, speech):
+    audio = concat(speech[:4])
+    got = await stream(qwen_server.url, pcm16(audio), {"language": "en"})
+    final = got["events"][-1]
+    assert final["type"] == "transcript.final" and got["close_code"] == 1000
+    sent = "".join(e["delta"] for e in got["events"] if e["type"] == "transcript.delta")
+    assert sent == final["text"] and final["text"]
+    metrics = httpx.get(f"{qwen_server.url}/metrics").text
+    hits = next(line for line in metrics.splitlines() if line.startswith("sasr_prefix_cache_hit_tokens "))
+    assert float(hits.split()[1]) > 0
+    assert "sasr_prefix_cache_hit_rate" in metrics
