@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench bench-stream bench-kernels system-deps clean
+.PHONY: setup serve test bench bench-stream bench-prefix bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,10 @@ bench: setup system-deps
 
 bench-stream: setup system-deps
 	$(BIN)/python -m bench.stream_load $(BENCH_ARGS)
+
+# Qwen3-ASR prefix KV reuse: per-chunk cost against session length, reuse on vs off (random weights)
+bench-prefix: setup system-deps
+	$(BIN)/python -m bench.prefix $(BENCH_ARGS)
 
 bench-kernels: setup
 	$(BIN)/python -m bench.kernels

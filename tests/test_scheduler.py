@@ -108,3 +108,74 @@ def test_on_finish_called_once():
     batch = s.schedule()
     s.postprocess(batch, output(batch, [EOT]))
     assert calls == [a] and s.schedule() is None
+
+
+# -- KV blocks with prefix reuse (pure Python) ----------------------------------------------------------
+
+
+def test_blocks_found_by_chained_hash_and_shared():
+    from sasr.engine.blocks import BlockManager
+
+    blocks = BlockManager(num_blocks=8, block_size=4)
+    first = blocks.allocate(list(range(10)), num_tokens=12)  # 2 full prompt blocks, 3 blocks in all
+    assert first.num_cached_tokens == 0 and len(first.block_table) == 3
+    blocks.register(first)
+    second = blocks.allocate(list(range(9)) + [99, 100], num_tokens=12)  # same first 8 keys
+    assert second.num_cached_tokens == 8 and second.block_table[:2] == first.block_table[:2]
+    assert blocks.blocks[first.block_table[0]].ref_count == 2
+    # a block is named by everything before it too: the same keys after a different start miss
+    third = blocks.allocate([7] + list(range(1, 10)), num_tokens=12)
+    assert third.num_cached_tokens == 0
+    assert blocks.num_hit_tokens == 8 and blocks.num_queried_tokens == 31
+
+
+def test_last_prompt_token_is_always_computed():
+    from sasr.engine.blocks import BlockManager
+
+    blocks = BlockManager(num_blocks=8, block_size=4)
+    first = blocks.allocate(list(range(8)), num_tokens=10)
+    blocks.register(first)
+    again = blocks.allocate(list(range(8)), num_tokens=10)
+    assert again.num_cached_tokens == 4  # not 8: the last token's logits start the decode
+
+
+def test_freed_blocks_stay_cached_until_evicted_least_recent_first():
+    from sasr.engine.blocks import BlockManager
+
+    blocks = BlockManager(num_blocks=4, block_size=4)
+    a = blocks.allocate(list(range(9)), num_tokens=9)  # 3 blocks, 2 full prompt blocks
+    blocks.register(a)
+    blocks.free(a)
+    assert blocks.num_free_blocks == 4
+    b = blocks.allocate(list(range(9)), num_tokens=9)  # found again after its owner finished
+    assert b.num_cached_tokens == 8
+    blocks.free(b)
+    c = blocks.allocate([50 + i for i in range(13)], num_tokens=16)  # needs every block: evicts all
+    assert c.num_cached_tokens == 0 and not blocks.cached
+    blocks.free(c)
+    d = blocks.allocate(list(range(9)), num_tokens=9)
+    assert d.num_cached_tokens == 0
+
+
+def test_prefix_caching_off_never_hits():
+    from sasr.engine.blocks import BlockManager
+
+    blocks = BlockManager(num_blocks=8, block_size=4, enable_prefix_caching=False)
+    blocks.register(blocks.allocate(list(range(9)), num_tokens=9))
+    assert blocks.allocate(list(range(9)), num_tokens=9).num_cached_tokens == 0
+
+
+def test_scheduler_reserves_blocks_and_waits_for_them():
+    from sasr.engine.blocks import BlockManager
+
+    blocks = BlockManager(num_blocks=4, block_size=4)
+    s = Scheduler(max_num_seqs=4, stop_ids=frozenset({EOT}), max_len=50, blocks=blocks)
+    a, b = seq(prefix_len=5, max_new=3), seq(prefix_len=5, max_new=3)  # 9 positions: 3 blocks each
+    a.hash_keys, b.hash_keys = list(range(5)), list(range(5))
+    s.add(a)
+    s.add(b)
+    batch = s.schedule()
+    assert len(batch.new) == 1 and len(batch.new[0].block_table) == 3  # b waits for blocks
+    s.postprocess(batch, output(batch, [EOT]))
+    batch = s.schedule()  # a's blocks are free again; b finds a's first prompt block
+    assert len(batch.new) == 1 and batch.new[0].num_cached == 4

@@ -30,8 +30,10 @@ class LoadedQwen3:
 
 
 def shipped_config(model: str | None) -> Path | None:
-    path = CONFIGS / (model or "")
-    return path if model and (path / "config.json").is_file() else None
+    if not model or "/" in model or model.startswith((".", "~")):
+        return None  # a path or a hub id
+    path = CONFIGS / model
+    return path if (path / "config.json").is_file() else None
 
 
 def is_qwen3_asr(model: str | None) -> bool:
