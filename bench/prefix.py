@@ -110,7 +110,8 @@ def main() -> None:
     same = [[r["tokens"] for r in s] for s in on] == [[r["tokens"] for r in s] for s in off]
 
     rows = []
-    print(f"{'session':>8} {'reuse on ms':>12} {'reuse off ms':>13} {'computed on':>12} {'computed off':>13} {'prompt':>7}")
+    print(f"{'session':>8} {'reuse on ms':>12} {'reuse off ms':>13} {'computed on':>12} {'computed off':>13} "
+          f"{'prompt':>7}")
     for length in LENGTHS_S:
         row = {"session_s": length}
         for name, sessions in (("on", on), ("off", off)):
@@ -130,11 +131,11 @@ def main() -> None:
                f"outputs {'equal' if same else 'DIFFER'}; {where}")
     print(summary)
     if args.json:
+        per_chunk = lambda sessions: [[{k: r[k] for k in ("at_s", "latency_s", "computed")} for r in s]  # noqa: E731
+                                      for s in sessions]
         Path(args.json).write_text(json.dumps({"model": Path(model).name, "sessions": args.sessions, "rows": rows,
-                                               "equal": same, "machine": where,
-                                               "per_chunk_on": [[{k: r[k] for k in ("at_s", "latency_s", "computed")} for r in s] for s in on],
-                                               "per_chunk_off": [[{k: r[k] for k in ("at_s", "latency_s", "computed")} for r in s] for s in off]},
-                                              indent=1))
+                                               "equal": same, "machine": where, "per_chunk_on": per_chunk(on),
+                                               "per_chunk_off": per_chunk(off)}, indent=1))
     if not same:
         sys.exit("reuse on and off gave different outputs")
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from sasr.eval.speech import read16k
 from sasr.engine import TranscriptionRequest
+from sasr.eval.speech import read16k
 
 
 def tokens_of(result) -> list[list[int]]:

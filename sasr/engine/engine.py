@@ -26,9 +26,9 @@ from sasr.engine.batch import SamplingParams
 from sasr.engine.runner import ModelRunner
 from sasr.engine.scheduler import Scheduler, Sequence, Status
 from sasr.metrics import Metrics
-from sasr.protocol import Segment
 from sasr.models.loader import LoadedWhisper
 from sasr.models.whisper import WhisperModel
+from sasr.protocol import Segment
 
 log = logging.getLogger("sasr.engine")
 STEP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

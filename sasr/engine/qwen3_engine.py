@@ -92,15 +92,16 @@ class Qwen3Engine(EngineCore):
                 context = (context + " " + text)[-CONTEXT_CHARS:]
                 num_segments += 1
                 yield Segment(id=num_segments - 1, seek=start // 160, start=round(start / SAMPLE_RATE, 2),
-                              end=round(end / SAMPLE_RATE, 2), text=" " + text, tokens=tokens, temperature=job.temperature,
-                              avg_logprob=0.0, compression_ratio=0.0, no_speech_prob=0.0)
+                              end=round(end / SAMPLE_RATE, 2), text=" " + text, tokens=tokens,
+                              temperature=job.temperature, avg_logprob=0.0, compression_ratio=0.0, no_speech_prob=0.0)
 
     def _record_model(self, batch) -> None:
         m = self.metrics
         prompt = sum(len(s.prefix) for s in batch.new)
         cached = sum(s.num_cached for s in batch.new)
         m.inc("sasr_prefill_tokens_total", prompt, help="Prompt tokens of new sequences")
-        m.inc("sasr_prefill_computed_tokens_total", prompt - cached, help="Prompt tokens computed (not found in the prefix cache)")
+        m.inc("sasr_prefill_computed_tokens_total", prompt - cached,
+              help="Prompt tokens computed (not found in the prefix cache)")
 
     def stats(self) -> dict[str, float]:
         blocks, runner = self.blocks, self.runner

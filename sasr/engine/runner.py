@@ -11,12 +11,12 @@ import logging
 import numpy as np
 import torch
 
+from kernels.logmel import log_mel_batch, log_mel_batch_reference
 from sasr.audio.constants import HOP_SAMPLES
 from sasr.decoding.filters import default_filters
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
 from sasr.models.vocab import WhisperVocab
 from sasr.models.whisper import WhisperModel
-from kernels.logmel import log_mel_batch, log_mel_batch_reference
 
 log = logging.getLogger("sasr.engine")
 

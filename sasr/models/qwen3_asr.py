@@ -21,7 +21,11 @@ from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 from sasr.audio.constants import HOP_SAMPLES
 from sasr.audio.features import log_mel
 from sasr.models.qwen3_vocab import (
-    CHUNK_FRAMES, TOKENS_PER_CHUNK, WINDOW_FRAMES_QWEN, conv_out_len, num_audio_tokens,
+    CHUNK_FRAMES,
+    TOKENS_PER_CHUNK,
+    WINDOW_FRAMES_QWEN,
+    conv_out_len,
+    num_audio_tokens,
 )
 
 
@@ -96,7 +100,9 @@ class Qwen3ASR:
     def _encoder_attention(self, layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         attn = layer.self_attn
         h = layer.self_attn_layer_norm(x)
-        q, k, v = (p(h).unflatten(-1, (self.enc_heads, -1)).transpose(1, 2) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        # q, k, v: [W, H, T, Dh]
+        q, k, v = (p(h).unflatten(-1, (self.enc_heads, -1)).transpose(1, 2)
+                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [W, H, T, Dh]
         return attn.out_proj(o.transpose(1, 2).flatten(2))
 

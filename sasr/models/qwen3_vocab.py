@@ -61,7 +61,8 @@ class Qwen3Vocab:
         if missing:
             raise ValueError(f"the tokenizer lacks Qwen3-ASR's special tokens {missing}")
         self.endoftext, self.im_start, self.im_end = ids["<|endoftext|>"], ids["<|im_start|>"], ids["<|im_end|>"]
-        self.audio_start, self.audio_end, self.audio_pad = ids["<|audio_start|>"], ids["<|audio_end|>"], ids["<|audio_pad|>"]
+        self.audio_start, self.audio_end = ids["<|audio_start|>"], ids["<|audio_end|>"]
+        self.audio_pad = ids["<|audio_pad|>"]
         self.asr_text = ids["<asr_text>"]
         self.eos_ids = frozenset({self.endoftext, self.im_end})
         self.num_tokens = len(tokenizer)  # ids at or past this have no token (padding rows of the embedding)
@@ -70,7 +71,8 @@ class Qwen3Vocab:
         self._newline = self.encode("\n")
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # special-token text in a client's prompt stays text: it cannot close the system turn
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode([i for i in ids if i < self.num_tokens], skip_special_tokens=False)

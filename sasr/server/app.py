@@ -9,10 +9,10 @@ from litestar.datastructures import State
 
 from sasr.config import ServerConfig
 from sasr.engine import Engine
+from sasr.metrics import Metrics
 from sasr.server.errors import EXCEPTION_HANDLERS
 from sasr.server.http import ROUTES
 from sasr.server.ws import transcription_stream
-from sasr.metrics import Metrics
 
 _KNOWN_PATHS = frozenset(route.paths.copy().pop() for route in ROUTES)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import msgspec
+from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 from sasr.engine import TranscriptionResult
 from sasr.protocol import ResponseFormat, Transcription, Usage, VerboseTranscription
-from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
 
 def _clock(seconds: float, decimal: str) -> str:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.response import Stream
 from litestar.datastructures import State, UploadFile
+from litestar.response import Stream
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
+from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
 from sasr.engine import EngineBusy, TranscriptionRequest
-from sasr.audio.constants import SAMPLE_RATE
 from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat, TranscriptTextDelta, TranscriptTextDone, Usage
 from sasr.server.errors import APIError, ClientGone
 from sasr.server.formats import render
