@@ -12,6 +12,7 @@ import numpy as np
 import openai
 import pytest
 import torch
+import websockets
 
 from sasr.engine import TranscriptionRequest
 from sasr.eval.server import Server
@@ -142,9 +143,10 @@ async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> list[dict]:
             at_s = (policy.buffer_start + job.end) / 16000
             result = await engine.run_window(job)
             words = policy.update(job, result, final=final)
+            audio_end = job.prompt.audio_at + job.prompt.num_audio
             records.append({"at_s": at_s, "tokens": result.tokens, "words": words,
                             "computed": result.num_prompt_tokens - result.num_cached_tokens,
-                            "text_prefix": len(job.text_prefix)})
+                            "audio_computed": audio_end - max(job.prompt.audio_at, result.num_cached_tokens)})
         metrics = engine.render_metrics()
     finally:
         engine.close()
@@ -168,16 +170,15 @@ async def test_prefix_reuse_same_tokens_and_flat_work(dummy, session_audio):
     assert [r["tokens"] for r in on] == [r["tokens"] for r in off]
     assert [r["words"] for r in on] == [r["words"] for r in off]
     assert on[-1]["at_s"] >= SESSION_S - 1 and len(on) >= 25
-    # With reuse, the audio a chunk computes is the partial window and at most one block before it
-    # (plus the prompt's frame), however long the session: only the forced text is computed in full.
-    frame = len(dummy.vocab.prompt(0).ids) + len(dummy.vocab.header("en"))
-    audio_work = [r["computed"] - r["text_prefix"] - frame for r in on]
+    # With reuse, the audio a chunk computes is the partial window and at most one block before it,
+    # however long the session (the forced text after the audio is computed in full)
+    audio_work = [r["audio_computed"] for r in on]
     assert max(audio_work) <= TOKENS_PER_WINDOW + BLOCK_SIZE, audio_work
     late = [r["computed"] for r in on if r["at_s"] > 40]
     early = [r["computed"] for r in on if r["at_s"] <= 32]
     assert max(late) <= max(early) + BLOCK_SIZE  # the second minute costs what the first did
     # without it every chunk recomputes all the segment's audio: up to four windows
-    assert max(r["computed"] - r["text_prefix"] - frame for r in off) > 3 * TOKENS_PER_WINDOW
+    assert max(r["audio_computed"] for r in off) > 3 * TOKENS_PER_WINDOW
     hit_rate = float(next(line.split()[1] for line in metrics.splitlines()
                           if line.startswith("sasr_prefix_cache_hit_rate ")))
     assert hit_rate > 0.5
@@ -233,6 +234,15 @@ async def test_websocket_session_and_prefix_hits_in_metrics(qwen_server, speech)
     hits = next(line for line in metrics.splitlines() if line.startswith("sasr_prefix_cache_hit_tokens "))
     assert float(hits.split()[1]) > 0
     assert "sasr_prefix_cache_hit_rate" in metrics
+
+
+async def test_websocket_silence_and_bad_language(qwen_server):
+    silent = await stream(qwen_server.url, pcm16(np.zeros(16000 * 5, np.float32)))
+    assert silent["events"] == [{"type": "transcript.final", "text": "", "audio_ms": 5000}]
+    async with websockets.connect(qwen_server.url.replace("http", "ws") + "/v1/audio/transcriptions/stream") as ws:
+        await ws.send(json.dumps({"type": "session.start", "language": "xx"}))
+        error = json.loads(await ws.recv())
+    assert error["type"] == "error" and error["code"] == "invalid_payload"
 
 
 # -- the live policy alone, with hand-built model outputs -------------------------------------------
