@@ -43,10 +43,17 @@ def is_qwen3_asr(model: str | None) -> bool:
     if shipped_config(model):
         return True
     config = Path(model).expanduser() / "config.json"
+    if not config.is_file() and not Path(model).expanduser().exists():
+        try:  # a hub id: its config says what it is (the weights come later, either way)
+            from huggingface_hub import hf_hub_download
+
+            config = Path(hf_hub_download(model, "config.json"))
+        except Exception:
+            return "qwen3-asr" in model.lower()  # no hub here: the name is all there is
     if config.is_file():
         raw = json.loads(config.read_text())
         return raw.get("model_type") == "qwen3_asr" or "thinker_config" in raw
-    return "qwen3-asr" in model.lower()
+    return False
 
 
 def check_layout(raw: dict, path: Path) -> None:
