@@ -103,7 +103,8 @@ class EngineCore:
         m = self.metrics
         m.observe("sasr_engine_step_seconds", seconds, help="Time of one engine step", buckets=STEP_BUCKETS_S)
         m.inc("sasr_engine_steps_total", help="Engine steps")
-        m.inc("sasr_engine_tokens_total", batch.num_seqs, help="Tokens sampled, one per sequence a step (/steps: batch size)")
+        m.inc("sasr_engine_tokens_total", batch.num_seqs,
+              help="Tokens sampled, one per sequence a step (/steps: batch size)")
         self._record_model(batch)
 
     def _record_model(self, batch) -> None:
