@@ -19,13 +19,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.http_load import machine
+from sasr.eval.live import replay_session
 from sasr.eval.speech import HARVARD, concat, read16k, speak
 
 LENGTHS_S = (10, 30, 60)
@@ -43,26 +43,6 @@ def speech_minute(directory: Path) -> np.ndarray:
     return concat(parts)[: SESSION_S * 16000]
 
 
-async def run_session(engine, audio: np.ndarray) -> list[dict]:
-    policy = engine.stream_policy("en", 2.0)
-    records = []
-    for start in range(0, len(audio) + 1, 32000):
-        policy.add_audio(audio[start : start + 32000])
-        final = start + 32000 >= len(audio)
-        job = policy.next_job(final=final)
-        if job is None:
-            continue
-        at_s = (policy.buffer_start + job.end) / 16000
-        t0 = time.perf_counter()
-        result = await engine.run_window(job)
-        latency = time.perf_counter() - t0
-        policy.update(job, result, final=final)
-        records.append({"at_s": round(at_s, 2), "latency_s": latency, "tokens": result.tokens,
-                        "computed": result.num_prompt_tokens - result.num_cached_tokens,
-                        "prompt": result.num_prompt_tokens})
-    return records
-
-
 async def run(loaded, audio: np.ndarray, reuse: bool, num_sessions: int, repeats: int) -> list[list[dict]]:
     """Each session's records, latencies the median over `repeats` runs (a fresh engine each)."""
     from sasr.engine.qwen3_engine import Qwen3Engine
@@ -72,8 +52,8 @@ async def run(loaded, audio: np.ndarray, reuse: bool, num_sessions: int, repeats
         engine = Qwen3Engine(loaded, max_num_seqs=max(8, num_sessions), enable_prefix_caching=reuse)
         try:
             # warm-up (allocator, kernels) on other audio, so the measured session starts with a cold cache
-            await run_session(engine, np.ascontiguousarray(audio[::-1][: 4 * 16000]))
-            runs.append(await asyncio.gather(*(run_session(engine, audio) for _ in range(num_sessions))))
+            await replay_session(engine, np.ascontiguousarray(audio[::-1][: 4 * 16000]))
+            runs.append(await asyncio.gather(*(replay_session(engine, audio) for _ in range(num_sessions))))
         finally:
             engine.close()
     sessions = runs[0]

@@ -15,6 +15,7 @@ import torch
 import websockets
 
 from sasr.engine import TranscriptionRequest
+from sasr.eval.live import replay_session
 from sasr.eval.server import Server
 from sasr.eval.speech import concat, read16k
 from tests.test_stream import pcm16, stream
@@ -128,29 +129,13 @@ async def test_alone_equals_batched_with_and_without_cache_hits(tiny, speech):
     assert len({tuple(t) for t in alone}) > 1  # the text depends on the audio
 
 
-async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> list[dict]:
-    """Feed a live session's policy 2 s at a time, as a session would; one record per decode."""
+async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> tuple[list[dict], str]:
+    """A live session's decodes, 2 s at a time, and the engine's metrics after it."""
     engine = make_engine(loaded, **engine_kwargs)
-    policy = engine.stream_policy("en", 2.0)
-    records = []
     try:
-        for start in range(0, len(audio) + 1, 32000):
-            policy.add_audio(audio[start : start + 32000])
-            final = start + 32000 >= len(audio)
-            job = policy.next_job(final=final)
-            if job is None:
-                continue
-            at_s = (policy.buffer_start + job.end) / 16000
-            result = await engine.run_window(job)
-            words = policy.update(job, result, final=final)
-            audio_end = job.prompt.audio_at + job.prompt.num_audio
-            records.append({"at_s": at_s, "tokens": result.tokens, "words": words,
-                            "computed": result.num_prompt_tokens - result.num_cached_tokens,
-                            "audio_computed": audio_end - max(job.prompt.audio_at, result.num_cached_tokens)})
-        metrics = engine.render_metrics()
+        return await replay_session(engine, audio), engine.render_metrics()
     finally:
         engine.close()
-    return records, metrics
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
+from sasr.decoding.streaming import LiveBuffer
 from sasr.decoding.transcribe import is_silent
 from sasr.engine.batch import AudioWindow
 from sasr.models.qwen3_vocab import MIN_SAMPLES, WINDOW_SAMPLES_QWEN, Prompt, Qwen3Vocab, num_audio_tokens
@@ -143,7 +144,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @dataclass
-class Qwen3StreamingPolicy:
+class Qwen3StreamingPolicy(LiveBuffer):
     vocab: Qwen3Vocab
     language: str | None = None  # given by the client, or detected by the first decode that says
     chunk_samples: int = 2 * SAMPLE_RATE
@@ -157,23 +158,8 @@ class Qwen3StreamingPolicy:
     context: str = ""  # committed text of earlier segments
 
     @property
-    def received_samples(self) -> int:
-        return self.buffer_start + len(self.buffer)
-
-    @property
-    def unprocessed_s(self) -> float:
-        return (len(self.buffer) - self.processed) / SAMPLE_RATE
-
-    @property
-    def buffered_s(self) -> float:
-        return len(self.buffer) / SAMPLE_RATE
-
-    @property
     def partial(self) -> str:
         return self.vocab.text(self.hypothesis[len(self.committed) :]).strip()
-
-    def add_audio(self, samples: np.ndarray) -> None:
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
 
     def next_job(self, final: bool = False, catch_up: bool = False) -> Qwen3Job | None:
         """The next decode of the segment (one chunk more than the last), or None if it is silent."""
@@ -224,15 +210,11 @@ class Qwen3StreamingPolicy:
 
     def _end_segment(self, end: int) -> None:
         self.context = (self.context + self.vocab.text(self.committed))[-CONTEXT_CHARS:]
-        self.buffer = self.buffer[end:]
-        self.buffer_start += end
-        self.processed = max(0, self.processed - end)
+        self._cut(end)
         self.num_decodes, self.hypothesis, self.committed = 0, [], []
 
     def _drop_silence(self) -> None:
         """A silent segment holds nothing to wait for: keep only its last second, for the next onset."""
         cut = len(self.buffer) - min(len(self.buffer), SAMPLE_RATE)
         if cut > 0 and not self.hypothesis:
-            self.buffer = self.buffer[cut:]
-            self.buffer_start += cut
-            self.processed = max(0, self.processed - cut)
+            self._cut(cut)

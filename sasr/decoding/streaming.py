@@ -77,18 +77,13 @@ def last_segment_end(tokens: list[int], begin: int) -> int:
     return 0
 
 
-@dataclass
-class StreamingPolicy:
-    vocab: WhisperVocab
-    max_len: int
-    language: str | None = None
-    chunk_samples: int = SAMPLE_RATE  # each decode hears exactly one chunk more than the last
-    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
-    buffer_start: int = 0  # samples of the session before the buffer
-    context: list[int] = field(default_factory=list)  # committed tokens before the buffer, timestamps included
-    committed: list[int] = field(default_factory=list)  # committed tokens of the buffer, timestamps included
-    processed: int = 0  # samples of the buffer covered by the last decode
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+class LiveBuffer:
+    """The audio a live policy still holds (`buffer`, after `buffer_start` samples of the session) and
+    how much of it the last decode heard (`processed`); the policy dataclasses declare the fields."""
+
+    buffer: np.ndarray
+    buffer_start: int
+    processed: int
 
     @property
     def received_samples(self) -> int:
@@ -102,12 +97,32 @@ class StreamingPolicy:
     def buffered_s(self) -> float:
         return len(self.buffer) / SAMPLE_RATE
 
+    def add_audio(self, samples: np.ndarray) -> None:
+        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
+
+    def _cut(self, num_samples: int) -> None:
+        """Forget the first num_samples of the buffer."""
+        self.buffer = self.buffer[num_samples:]
+        self.buffer_start += num_samples
+        self.processed = max(0, self.processed - num_samples)
+
+
+@dataclass
+class StreamingPolicy(LiveBuffer):
+    vocab: WhisperVocab
+    max_len: int
+    language: str | None = None
+    chunk_samples: int = SAMPLE_RATE  # each decode hears exactly one chunk more than the last
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
+    buffer_start: int = 0  # samples of the session before the buffer
+    context: list[int] = field(default_factory=list)  # committed tokens before the buffer, timestamps included
+    committed: list[int] = field(default_factory=list)  # committed tokens of the buffer, timestamps included
+    processed: int = 0  # samples of the buffer covered by the last decode
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+
     @property
     def partial(self) -> str:
         return " ".join(self.agreement.previous)
-
-    def add_audio(self, samples: np.ndarray) -> None:
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
 
     def next_job(self, final: bool = False, catch_up: bool = False) -> WindowJob | None:
         """The next decode of the buffer, or None if there is nothing to hear.
@@ -167,15 +182,11 @@ class StreamingPolicy:
             return
         self.context += self.committed[:cut]
         self.committed = rest
-        self.buffer = self.buffer[cut_samples:]
-        self.buffer_start += cut_samples
-        self.processed = max(0, self.processed - cut_samples)
+        self._cut(cut_samples)
 
     def _drop_silence(self) -> None:
         """A silent buffer holds nothing to wait for: keep only its last second, for the next word's onset."""
         keep = min(len(self.buffer), SAMPLE_RATE)
         cut = len(self.buffer) - keep
         if cut > 0 and not self.committed and not self.agreement.previous:
-            self.buffer = self.buffer[cut:]
-            self.buffer_start += cut
-            self.processed = max(0, self.processed - cut)
+            self._cut(cut)
