@@ -67,7 +67,6 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from sasr.engine.engine import build_engine
-    from sasr.models.loader import served_name_for
     from sasr.server.app import create_app
 
     config = ServerConfig(
@@ -82,7 +81,7 @@ def serve(args: argparse.Namespace) -> None:
     engine = build_engine(config.model, config.device, config.dtype, config.max_num_seqs,
                           config.max_queued_requests, config.enforce_eager, config.load_format,
                           config.enable_prefix_caching, config.num_kv_blocks)
-    name = config.served_model_name or served_name_for(config.model)
+    name = config.served_model_name or engine.served_name
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
     # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP
     # backpressure, and its pongs queue behind its audio (minutes of it, in socket buffers).

@@ -83,11 +83,11 @@ def hash_keys(prompt: Prompt, windows: list[AudioWindow]) -> list[int]:
 
 def make_job(vocab: Qwen3Vocab, audio: np.ndarray, language: str | None, context: str = "",
              text_prefix: list[int] = (), max_new_tokens: int | None = None) -> Qwen3Job:
-    head = vocab.prompt(0, context)
-    windows = split_windows(audio, head.audio_at)
-    num_audio = sum(w.num_tokens for w in windows)
+    windows = split_windows(audio, first_token=0)
     header = vocab.header(language)
-    prompt = vocab.prompt(num_audio, context, header, list(text_prefix) if header else [])
+    prompt = vocab.prompt(sum(w.num_tokens for w in windows), context, header, list(text_prefix) if header else [])
+    for w in windows:
+        w.first_token += prompt.audio_at  # placed after the system turn
     if max_new_tokens is None:
         max_new_tokens = 16 + round(8 * len(audio) / SAMPLE_RATE)  # ample for speech, bounded for noise
     return Qwen3Job(prompt, windows, hash_keys(prompt, windows), max_new_tokens, bool(header),

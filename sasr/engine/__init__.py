@@ -48,6 +48,7 @@ class Engine(Protocol):
     and the job type that policy asks the engine to run."""
 
     languages: frozenset[str]  # codes `language` may take
+    served_name: str  # the model's default name in `model` (whisper-tiny.en, the checkpoint's directory name)
     stream_chunk_s: float  # default seconds of new audio per live decode
 
     def stream_policy(self, language: str | None, chunk_s: float) -> "StreamingPolicy":

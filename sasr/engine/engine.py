@@ -179,6 +179,7 @@ class BatchEngine(EngineCore):
     def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
                  enforce_eager: bool = False) -> None:
         self.vocab = loaded.vocab
+        self.served_name = loaded.served_name  # default name clients pass as `model`
         model = WhisperModel(loaded.model)
         self.max_len = model.max_len
         self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
@@ -229,12 +230,13 @@ def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", m
     """The engine for --model: Whisper (the bundled tiny.en by default) or Qwen3-ASR."""
     from sasr.models.qwen3_load import is_qwen3_asr
 
+    qwen = is_qwen3_asr(model)  # once: for a hub id it asks the hub for the config
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        dtype = ("bfloat16" if is_qwen3_asr(model) else "float16") if device.startswith("cuda") else "float32"
+        dtype = ("bfloat16" if qwen else "float16") if device.startswith("cuda") else "float32"
     torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    if is_qwen3_asr(model):
+    if qwen:
         from sasr.engine.qwen3_engine import Qwen3Engine
         from sasr.models.qwen3_load import load_qwen3_asr
 

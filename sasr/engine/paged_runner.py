@@ -72,8 +72,8 @@ class PagedRunner:
         n = len(rows)
         self.host_tokens[:n, 0] = torch.tensor([r.token for r in rows])
         self.host_positions[:n, 0] = torch.tensor([r.position for r in rows])
-        for i, r in enumerate(rows):
-            self.host_tables[i, : len(r.block_table)] = torch.tensor(r.block_table)
+        width = max(len(r.block_table) for r in rows)  # columns past a row's table are never read
+        self.host_tables[:n, :width] = torch.tensor([r.block_table + [0] * (width - len(r.block_table)) for r in rows])
         self.tokens[:n].copy_(self.host_tokens[:n])
         self.positions[:n].copy_(self.host_positions[:n])
         self.tables[:n].copy_(self.host_tables[:n])

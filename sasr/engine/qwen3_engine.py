@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
-from sasr.audio.constants import SAMPLE_RATE
+from sasr.audio.constants import HOP_SAMPLES, SAMPLE_RATE
 from sasr.decoding.qwen import (
     CONTEXT_CHARS, Qwen3Job, Qwen3Result, Qwen3StreamingPolicy, file_pieces, make_job, read_output,
 )
@@ -50,6 +50,7 @@ class Qwen3Engine(EngineCore):
     def __init__(self, loaded: LoadedQwen3, max_num_seqs: int = 16, max_queued: int = 64,
                  enable_prefix_caching: bool = True, num_blocks: int | None = None) -> None:
         self.vocab = loaded.vocab
+        self.served_name = loaded.served_name  # default name clients pass as `model`
         self.max_len = MAX_LEN
         self.languages = frozenset(LANGUAGE_NAMES)
         self.fixed_output_tokens = loaded.fixed_output_tokens
@@ -91,7 +92,7 @@ class Qwen3Engine(EngineCore):
                     continue
                 context = (context + " " + text)[-CONTEXT_CHARS:]
                 num_segments += 1
-                yield Segment(id=num_segments - 1, seek=start // 160, start=round(start / SAMPLE_RATE, 2),
+                yield Segment(id=num_segments - 1, seek=start // HOP_SAMPLES, start=round(start / SAMPLE_RATE, 2),
                               end=round(end / SAMPLE_RATE, 2), text=" " + text, tokens=tokens,
                               temperature=job.temperature, avg_logprob=0.0, compression_ratio=0.0, no_speech_prob=0.0)
 

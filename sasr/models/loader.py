@@ -39,10 +39,8 @@ def bundled_model_dir() -> Path:
 def served_name_for(model: str | None) -> str:
     if model is None or model in BUNDLED_NAMES:
         return "whisper-tiny.en"
-    from sasr.models.qwen3_load import is_qwen3_asr
-
     base = Path(model.rstrip("/")).name
-    return base if base.startswith("whisper") or is_qwen3_asr(model) else f"whisper-{base}"
+    return base if base.startswith("whisper") else f"whisper-{base}"
 
 
 def is_ct2_dir(path: Path) -> bool:

@@ -141,18 +141,18 @@ def load_qwen3_asr(model: str, device: str = "cpu", dtype: torch.dtype = torch.f
 
     path = resolve_dir(model)
     check_layout(json.loads((path / "config.json").read_text()), path)
+    dummy = load_format == "dummy"
     has_tokenizer = (path / "tokenizer.json").is_file() or (path / "vocab.json").is_file()
-    if not has_tokenizer and load_format != "dummy":
+    if not has_tokenizer and not dummy:
         raise FileNotFoundError(f"{path}: no tokenizer (tokenizer.json or vocab.json)")
     tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else build_tokenizer()
-    if load_format == "dummy":
+    if dummy:
         config = Qwen3ASRConfig.from_pretrained(path)
         torch.manual_seed(0)
         with torch.device(device):
             hf = Qwen3ASRForConditionalGeneration(config).to(dtype)
     else:
         hf = Qwen3ASRForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
-    dummy = load_format == "dummy"
     name = Path(model.rstrip("/")).name
     return LoadedQwen3(hf.eval(), Qwen3Vocab(tokenizer), served_name=name, ignore_eos=dummy,
                        fixed_output_tokens=DUMMY_OUTPUT_TOKENS if dummy else None)
