@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from sasr.eval.server import Server
-from sasr.eval.speech import corpus
+from tests.support.server import Server
+from tests.support.speech import corpus
 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> float:
     """Pooled WER: edits over all files / words over all files."""
-    from sasr.eval.wer import edit_distance, normalize
+    from tests.support.wer import edit_distance, normalize
 
     edits = sum(edit_distance(normalize(r), normalize(h)) for r, h in zip(refs, hyps))
     return edits / sum(len(normalize(r)) for r in refs)
@@ -64,7 +64,7 @@ def run_level(server: Server, files, concurrency: int, num_requests: int) -> dic
 def run_peer(files, compute_type: str, beam_size: int) -> dict:
     from faster_whisper import WhisperModel
 
-    from sasr.models.loader import bundled_model_dir
+    from sasr.models.whisper.load import bundled_model_dir
 
     model = WhisperModel(str(bundled_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=os.cpu_count())
     model.transcribe(str(files[0][0]), beam_size=beam_size)  # warm up

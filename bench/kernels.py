@@ -10,7 +10,7 @@ import time
 
 import torch
 
-from kernels.logmel import log_mel_batch, log_mel_batch_reference
+from sasr.kernels.logmel import log_mel_batch, log_mel_batch_reference
 
 
 def timed(fn, *args, repeat: int = 5) -> float:

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from bench.http_load import machine
-from sasr.eval.live import replay_session
-from sasr.eval.speech import HARVARD, concat, read16k, speak
+from tests.support.live import replay_session
+from tests.support.speech import HARVARD, concat, read16k, speak
 
 LENGTHS_S = (10, 30, 60)
 SESSION_S = 60
@@ -45,7 +45,7 @@ def speech_minute(directory: Path) -> np.ndarray:
 
 async def run(loaded, audio: np.ndarray, reuse: bool, num_sessions: int, repeats: int) -> list[list[dict]]:
     """Each session's records, latencies the median over `repeats` runs (a fresh engine each)."""
-    from sasr.engine.qwen3_engine import Qwen3Engine
+    from sasr.models.qwen3_asr.engine import Qwen3Engine
 
     runs = []
     for _ in range(repeats):
@@ -77,7 +77,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
-    from sasr.models.qwen3_load import load_qwen3_asr, write_tiny_checkpoint
+    from sasr.models.qwen3_asr.load import load_qwen3_asr
+    from tests.support.qwen_tiny import write_tiny_checkpoint
 
     cuda = torch.cuda.is_available()
     work = Path(tempfile.mkdtemp(prefix="sasr-bench-prefix-"))

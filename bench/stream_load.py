@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.http_load import corpus_wer, machine
 from sasr.client import stream_audio, to_pcm16
-from sasr.eval.server import Server
-from sasr.eval.speech import corpus, read16k
+from tests.support.server import Server
+from tests.support.speech import corpus, read16k
 
 P95_TARGET_S = 1.0
 

@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from sasr.engine.engine import build_engine
+    from sasr.models.build import build_engine
     from sasr.server.app import create_app
 
     config = ServerConfig(
@@ -95,7 +95,7 @@ def transcribe(args: argparse.Namespace) -> None:
 
     from sasr.audio.io import AudioError, decode_audio
     from sasr.engine import TranscriptionRequest
-    from sasr.engine.engine import build_engine
+    from sasr.models.build import build_engine
 
     engine = build_engine(args.model, args.device, args.dtype, load_format=args.load_format)
 

@@ -10,6 +10,8 @@ import enum
 
 import msgspec
 
+MODEL_ALIASES = ("whisper-1",)  # accepted as `model` besides the served name, so code written for OpenAI works
+
 
 class ResponseFormat(str, enum.Enum):
     JSON = "json"

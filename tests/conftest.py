@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sasr.eval.server import Server
-from sasr.eval.speech import HARVARD, concat, read16k, speak
+from tests.support.server import Server
+from tests.support.speech import HARVARD, concat, read16k, speak
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,14 +21,14 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(cache_dir):
-    from sasr.models.loader import load_whisper
+    from sasr.models.whisper.load import load_whisper
 
     return load_whisper(None)
 
 
 @pytest.fixture(scope="session")
 def whisper(loaded):
-    from sasr.models.whisper import WhisperModel
+    from sasr.models.whisper.model import WhisperModel
 
     return WhisperModel(loaded.model)
 
@@ -36,9 +36,9 @@ def whisper(loaded):
 @pytest.fixture(scope="session")
 def engine(loaded):
     """The continuous-batching engine on the bundled model, in this process."""
-    from sasr.engine.engine import BatchEngine
+    from sasr.models.whisper.engine import WhisperEngine
 
-    eng = BatchEngine(loaded, max_num_seqs=8)
+    eng = WhisperEngine(loaded, max_num_seqs=8)
     yield eng
     eng.close()
 

@@ -8,9 +8,9 @@ import torch
 
 from sasr.audio.constants import WINDOW_SAMPLES
 from sasr.audio.features import log_mel
-from sasr.decoding.transcribe import WindowJob
-from sasr.models import ct2
-from sasr.models.loader import bundled_model_dir
+from sasr.models.whisper import ct2
+from sasr.models.whisper.decode import WindowJob
+from sasr.models.whisper.load import bundled_model_dir
 
 
 def test_model_bin_layout():
@@ -57,7 +57,7 @@ def test_special_tokens_registered(loaded):
 async def test_greedy_tokens_equal_ctranslate2(loaded, engine, speech_dir, index):
     """Same log-mel in, same greedy tokens (with timestamps) out as CTranslate2 on the original file."""
     ctranslate2 = pytest.importorskip("ctranslate2")
-    from sasr.eval.speech import read16k
+    from tests.support.speech import read16k
 
     audio = read16k(speech_dir / f"h{index}.wav")
     padded = np.zeros(WINDOW_SAMPLES, np.float32)
@@ -76,7 +76,7 @@ async def test_greedy_tokens_equal_ctranslate2(loaded, engine, speech_dir, index
 
 def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
     """sasr's decoder step with its own KV cache computes what transformers' forward computes."""
-    from sasr.eval.speech import read16k
+    from tests.support.speech import read16k
 
     audio = read16k(speech_dir / "h1.wav")
     padded = np.zeros(WINDOW_SAMPLES, np.float32)

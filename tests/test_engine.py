@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sasr.engine import TranscriptionRequest
-from sasr.eval.speech import read16k
+from tests.support.speech import read16k
 
 
 def tokens_of(result) -> list[list[int]]:
@@ -21,7 +21,7 @@ def counter(engine, name: str) -> float:
 @pytest.fixture(scope="module")
 def eight_files(speech_dir, long_speech):
     """Eight different recordings, 2 s to 90 s."""
-    from sasr.eval.speech import concat
+    from tests.support.speech import concat
 
     singles = [read16k(speech_dir / f"h{i}.wav") for i in (0, 3, 8, 13, 21)]
     pairs = [concat([read16k(speech_dir / f"h{i}.wav"), read16k(speech_dir / f"h{i + 1}.wav")]) for i in (15, 25)]

@@ -15,9 +15,9 @@ import openai
 import pytest
 import soundfile as sf
 
-from sasr.eval.server import Server
-from sasr.eval.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, speak
-from sasr.eval.wer import normalize, wer
+from tests.support.server import Server
+from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, speak
+from tests.support.wer import normalize, wer
 
 # tiny.en on espeak-ng's synthetic voice, greedy: 0.21 WER over all 30 sentences in one 90 s file, but
 # 0.34 on the first five alone and 0.36 on sentences one by one (less context); faster-whisper's greedy
@@ -44,7 +44,7 @@ def error_of(exc: openai.APIStatusError) -> dict:
 
 @pytest.fixture(scope="module")
 def five_sentences(speech_dir) -> tuple[bytes, str]:
-    from sasr.eval.speech import read16k
+    from tests.support.speech import read16k
 
     audio = concat([read16k(speech_dir / f"h{i}.wav") for i in range(5)])
     return wav_bytes(audio), " ".join(HARVARD[:5])
@@ -221,7 +221,7 @@ def test_full_queue_gets_503(cache_dir, long_speech):
 def test_local_transformers_directory(loaded, speech_dir, tmp_path):
     """Any Whisper checkpoint directory loads through the same path: here, tiny.en saved by transformers."""
 
-    from sasr.models.loader import resolve_checkpoint
+    from sasr.models.whisper.load import resolve_checkpoint
 
     checkpoint = tmp_path / "my-whisper"
     checkpoint.mkdir()
@@ -232,7 +232,7 @@ def test_local_transformers_directory(loaded, speech_dir, tmp_path):
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert wer(HARVARD[6], out) <= SHORT_WER_MAX, out
-    from sasr.models.loader import served_name_for
+    from sasr.models.whisper.load import served_name_for
 
     assert served_name_for(str(checkpoint)) == "whisper-my-whisper"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.logmel import log_mel_batch, log_mel_batch_reference
+from sasr.kernels.logmel import log_mel_batch, log_mel_batch_reference
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -40,14 +40,14 @@ def test_log_mel_batch_on_cuda_equals_cpu_reference():
 async def test_cuda_graph_replay_equals_eager(cache_dir, speech_dir):
     """The same requests give the same tokens with graphs and with --enforce-eager."""
     from sasr.engine import TranscriptionRequest
-    from sasr.engine.engine import BatchEngine
-    from sasr.eval.speech import read16k
-    from sasr.models.loader import load_whisper
+    from sasr.models.whisper.engine import WhisperEngine
+    from sasr.models.whisper.load import load_whisper
+    from tests.support.speech import read16k
 
     audios = [read16k(speech_dir / f"h{i}.wav") for i in range(6)]
     results = {}
     for eager in (True, False):
-        engine = BatchEngine(load_whisper(None, "cuda", torch.float32), max_num_seqs=8, enforce_eager=eager)
+        engine = WhisperEngine(load_whisper(None, "cuda", torch.float32), max_num_seqs=8, enforce_eager=eager)
         assert bool(engine.runner.graphs) is not eager
         outs = [await engine.transcribe(TranscriptionRequest(a)) for a in audios]
         results[eager] = [[s.tokens for s in r.segments] for r in outs]

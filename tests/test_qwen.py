@@ -15,9 +15,9 @@ import torch
 import websockets
 
 from sasr.engine import TranscriptionRequest
-from sasr.eval.live import replay_session
-from sasr.eval.server import Server
-from sasr.eval.speech import concat, read16k
+from tests.support.live import replay_session
+from tests.support.server import Server
+from tests.support.speech import concat, read16k
 from tests.test_stream import pcm16, stream
 
 SESSION_S = 60
@@ -25,14 +25,14 @@ SESSION_S = 60
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    from sasr.models.qwen3_load import write_tiny_checkpoint
+    from tests.support.qwen_tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny-qwen3-asr")
 
 
 @pytest.fixture(scope="session")
 def tiny(tiny_dir):
-    from sasr.models.qwen3_load import load_qwen3_asr
+    from sasr.models.qwen3_asr.load import load_qwen3_asr
 
     return load_qwen3_asr(str(tiny_dir))
 
@@ -51,7 +51,7 @@ def session_audio(speech) -> np.ndarray:
 
 
 def make_engine(loaded, **kwargs):
-    from sasr.engine.qwen3_engine import Qwen3Engine
+    from sasr.models.qwen3_asr.engine import Qwen3Engine
 
     return Qwen3Engine(loaded, max_num_seqs=8, **kwargs)
 
@@ -61,7 +61,7 @@ def make_engine(loaded, **kwargs):
 
 def test_forward_matches_transformers(tiny, speech):
     """sasr's windowed encoder and paged decoder give transformers' own logits (one window)."""
-    from sasr.models.qwen3_asr import Qwen3ASR
+    from sasr.models.qwen3_asr.model import Qwen3ASR
 
     model = Qwen3ASR(tiny.model)
     audio = concat(speech[:3])[: 6 * 16000]
@@ -85,7 +85,7 @@ def test_forward_matches_transformers(tiny, speech):
 
 
 def test_original_layout_is_refused(tmp_path):
-    from sasr.models.qwen3_load import load_qwen3_asr
+    from sasr.models.qwen3_asr.load import load_qwen3_asr
 
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Qwen3ASRForConditionalGeneration"],
                                                       "thinker_config": {"text_config": {}}}))
@@ -110,7 +110,7 @@ def test_prompt_and_output_parsing(tiny):
 
 
 async def test_alone_equals_batched_with_and_without_cache_hits(tiny, speech):
-    from sasr.decoding.qwen import make_job
+    from sasr.models.qwen3_asr.decode import make_job
 
     long = concat(speech[:6])
     audios = [speech[i] for i in range(6, 11)] + [long[: 18 * 16000]]
@@ -141,14 +141,14 @@ async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> tuple[list[
 @pytest.fixture(scope="session")
 def dummy(tiny_dir):
     """The tiny config with random weights, end of text ignored: a fixed number of tokens per decode."""
-    from sasr.models.qwen3_load import load_qwen3_asr
+    from sasr.models.qwen3_asr.load import load_qwen3_asr
 
     return load_qwen3_asr(str(tiny_dir), load_format="dummy")
 
 
 async def test_prefix_reuse_same_tokens_and_flat_work(dummy, session_audio):
-    from sasr.engine.qwen3_engine import BLOCK_SIZE
-    from sasr.models.qwen3_vocab import TOKENS_PER_WINDOW
+    from sasr.models.qwen3_asr.engine import BLOCK_SIZE
+    from sasr.models.qwen3_asr.vocab import TOKENS_PER_WINDOW
 
     on, metrics = await run_session(dummy, session_audio)
     off, _ = await run_session(dummy, session_audio, enable_prefix_caching=False)
@@ -236,9 +236,10 @@ async def test_websocket_silence_and_bad_language(qwen_server):
 def test_streaming_policy_rollback_and_reconciled_hypothesis():
     """Decodes 1-2 force nothing and commit what two agree on, 5 words from the end; later ones force
     the last hypothesis less 5 tokens and read prefix + continuation as the hypothesis."""
-    from sasr.decoding.qwen import ROLLBACK_TOKENS, Qwen3Result, Qwen3StreamingPolicy
-    from sasr.models.qwen3_load import build_tokenizer
-    from sasr.models.qwen3_vocab import Qwen3Vocab
+    from sasr.models.qwen3_asr.decode import Qwen3Result
+    from sasr.models.qwen3_asr.live import ROLLBACK_TOKENS, Qwen3StreamingPolicy
+    from sasr.models.qwen3_asr.vocab import Qwen3Vocab
+    from tests.support.qwen_tiny import build_tokenizer
 
     vocab = Qwen3Vocab(build_tokenizer())
     words = "the birch canoe slid on the smooth planks glue the sheet to the dark blue background".split()

@@ -24,7 +24,7 @@ def output(batch, tokens: list[int]) -> StepOutput:
 
 
 def test_no_torch_in_scheduler_sessions_or_server():
-    code = ("import sys, sasr.engine.scheduler, sasr.engine, sasr.protocol, sasr.session, sasr.server.app; "
+    code = ("import sys, sasr.engine.scheduler, sasr.engine, sasr.protocol, sasr.live.session, sasr.server.app; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 

@@ -13,9 +13,9 @@ import pytest
 import soxr
 import websockets
 
-from sasr.eval.server import Server
-from sasr.eval.speech import HARVARD, concat, read16k
-from sasr.eval.wer import wer
+from tests.support.server import Server
+from tests.support.speech import HARVARD, concat, read16k
+from tests.support.wer import wer
 
 PATH = "/v1/audio/transcriptions/stream"
 FRAME_S = 0.1

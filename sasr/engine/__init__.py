@@ -1,22 +1,18 @@
 """The engine contract the server codes against: requests in, transcriptions out. No torch here.
 
-The server only sees `Engine`; how requests are batched and run (sasr.engine.engine.BatchEngine:
-continuous batching on a worker thread) stays behind it.
+The server only sees `Engine`; how requests are batched and run (sasr.engine.core:
+continuous batching on a worker thread, with a model family's runner and policies) stays behind it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from sasr.protocol import Segment
-
-if TYPE_CHECKING:
-    from sasr.decoding.streaming import StreamingPolicy
-    from sasr.decoding.transcribe import WindowJob, WindowResult
 
 
 class EngineBusy(Exception):
@@ -43,19 +39,38 @@ class TranscriptionResult:
     segments: list[Segment] = field(default_factory=list)
 
 
+class LivePolicy(Protocol):
+    """A live session's model-specific half: its audio buffer, its next decode, the words each commits."""
+
+    partial: str  # the not-yet-stable tail after the committed words
+    received_samples: int  # session audio received so far
+    unprocessed_s: float  # audio received that no decode has heard yet
+    buffered_s: float  # audio held in the buffer
+
+    def add_audio(self, samples: np.ndarray) -> None: ...
+
+    def next_job(self, final: bool = False, catch_up: bool = False) -> Any | None:
+        """The next decode to run (one chunk more than the last), or None if there is nothing to hear."""
+        ...
+
+    def update(self, job: Any, result: Any, final: bool = False) -> list[str]:
+        """Digest a decode of `job`; return the words it commits, in order."""
+        ...
+
+
 class Engine(Protocol):
-    """Implemented by BatchEngine (Whisper) and Qwen3Engine; each brings its own streaming policy
-    and the job type that policy asks the engine to run."""
+    """Implemented by WhisperEngine and Qwen3Engine; each brings its own live policy and the job
+    type that policy asks the engine to run."""
 
     languages: frozenset[str]  # codes `language` may take
     served_name: str  # the model's default name in `model` (whisper-tiny.en, the checkpoint's directory name)
     stream_chunk_s: float  # default seconds of new audio per live decode
 
-    def stream_policy(self, language: str | None, chunk_s: float) -> "StreamingPolicy":
+    def stream_policy(self, language: str | None, chunk_s: float) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits."""
         ...
 
-    async def run_window(self, job: "WindowJob") -> "WindowResult":
+    async def run_window(self, job: Any) -> Any:
         """Run one decode the policy asked for (a live session's chunk), batched with everything else."""
         ...
 

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.engine.batch import AudioWindow, Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+from sasr.engine.batch import (
+    AudioWindow,
+    Batch,
+    DecodeRow,
+    NewSequence,
+    SamplingParams,
+    StepOutput,
+)
 from sasr.engine.blocks import Allocation, BlockManager
 
 

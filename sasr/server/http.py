@@ -16,11 +16,19 @@ from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.io import AudioError, AudioTooLongError, decode_audio
 from sasr.engine import EngineBusy, TranscriptionRequest
-from sasr.protocol import ErrorCode, Model, ModelList, ResponseFormat, TranscriptTextDelta, TranscriptTextDone, Usage
+from sasr.protocol import (
+    MODEL_ALIASES,
+    ErrorCode,
+    Model,
+    ModelList,
+    ResponseFormat,
+    TranscriptTextDelta,
+    TranscriptTextDone,
+    Usage,
+)
 from sasr.server.errors import APIError, ClientGone
 from sasr.server.formats import render
 
-MODEL_ALIASES = ("whisper-1",)  # accepted in `model` so code written for OpenAI works unchanged
 GRANULARITIES = ("segment", "word")
 
 

@@ -9,11 +9,17 @@ from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 
+from sasr.live.session import BufferOverflow, Session
 from sasr.protocol import (
-    AUDIO_FORMATS, ClientEvent, SessionEnd, SessionStart, SessionStarted, StreamError, StreamErrorCode,
+    AUDIO_FORMATS,
+    MODEL_ALIASES,
+    ClientEvent,
+    SessionEnd,
+    SessionStart,
+    SessionStarted,
+    StreamError,
+    StreamErrorCode,
 )
-from sasr.server.http import MODEL_ALIASES
-from sasr.session import BufferOverflow, Session
 
 log = logging.getLogger("sasr")
 _KNOWN_TYPES = {"session.start", "session.end"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from sasr.models.vocab import TIMESTAMP_S, WhisperVocab
+from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 
 NEG_INF = float("-inf")
 

@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
-from sasr.protocol import ServerEvent, SessionStart, TranscriptDelta, TranscriptFinal, TranscriptPartial
+from sasr.protocol import (
+    ServerEvent,
+    SessionStart,
+    TranscriptDelta,
+    TranscriptFinal,
+    TranscriptPartial,
+)
 
 MAX_FINAL_WINDOWS = 8  # a final flush decodes the rest of the buffer in at most this many windows
 LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech

@@ -11,16 +11,28 @@ No torch here.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES
-from sasr.decoding.transcribe import (
-    COMPRESSION_RATIO_MAX, WindowJob, WindowResult, compression_ratio, is_no_speech, is_silent, prefix_for,
+from sasr.audio.constants import (
+    FRAMES_PER_S,
+    HOP_SAMPLES,
+    SAMPLE_RATE,
+    WINDOW_FRAMES,
+    WINDOW_SAMPLES,
 )
-from sasr.models.vocab import TIMESTAMP_S, WhisperVocab
+from sasr.audio.energy import is_silent
+from sasr.live.commit import LiveBuffer, LocalAgreement, split_words
+from sasr.models.whisper.decode import (
+    COMPRESSION_RATIO_MAX,
+    WindowJob,
+    WindowResult,
+    compression_ratio,
+    is_no_speech,
+    prefix_for,
+)
+from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 
 TRIM_S = 6.0  # beyond this the buffer is cut at a committed segment boundary
 FORCE_S = 24.0  # beyond this everything decoded is committed and the buffer cut, whatever agrees
@@ -29,34 +41,6 @@ FORCE_S = 24.0  # beyond this everything decoded is committed and the buffer cut
 # 0.271, 0.263, 0.250, 0.250 on a 90 s file whose one-shot WER is 0.217).
 PAD_FRAMES = 5 * FRAMES_PER_S
 PROMPT_TOKENS = 100  # committed tokens before the buffer passed as the prompt
-
-
-def word_key(word: str) -> str:
-    """A word as compared between hypotheses: lower case, no punctuation."""
-    return re.sub(r"[^\w']", "", word.lower())
-
-
-def split_words(text: str) -> list[str]:
-    return text.split()
-
-
-class LocalAgreement:
-    """Commit the longest prefix two consecutive hypotheses agree on (LocalAgreement-2)."""
-
-    def __init__(self) -> None:
-        self.previous: list[str] = []  # the last hypothesis' uncommitted words
-
-    def update(self, words: list[str]) -> list[str]:
-        agreed = 0
-        for old, new in zip(self.previous, words):
-            if word_key(old) != word_key(new):
-                break
-            agreed += 1
-        self.previous = words[agreed:]
-        return words[:agreed]
-
-    def reset(self) -> None:
-        self.previous = []
 
 
 def token_cut(vocab: WhisperVocab, tokens: list[int], num_words: int) -> int:
@@ -75,36 +59,6 @@ def last_segment_end(tokens: list[int], begin: int) -> int:
         if tokens[i] >= begin and tokens[i + 1] >= begin and tokens[i] > begin:
             return i + 1
     return 0
-
-
-class LiveBuffer:
-    """The audio a live policy still holds (`buffer`, after `buffer_start` samples of the session) and
-    how much of it the last decode heard (`processed`); the policy dataclasses declare the fields."""
-
-    buffer: np.ndarray
-    buffer_start: int
-    processed: int
-
-    @property
-    def received_samples(self) -> int:
-        return self.buffer_start + len(self.buffer)
-
-    @property
-    def unprocessed_s(self) -> float:
-        return (len(self.buffer) - self.processed) / SAMPLE_RATE
-
-    @property
-    def buffered_s(self) -> float:
-        return len(self.buffer) / SAMPLE_RATE
-
-    def add_audio(self, samples: np.ndarray) -> None:
-        self.buffer = np.concatenate([self.buffer, samples.astype(np.float32, copy=False)])
-
-    def _cut(self, num_samples: int) -> None:
-        """Forget the first num_samples of the buffer."""
-        self.buffer = self.buffer[num_samples:]
-        self.buffer_start += num_samples
-        self.processed = max(0, self.processed - num_samples)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The engine for Qwen3-ASR: the same thread loop and scheduler as Whisper's, with KV in blocks.
 
-Prompts are built by the decoding policy (sasr.decoding.qwen); the scheduler's BlockManager finds the
+Prompts are built by the decoding policy (sasr.models.qwen3_asr.live); the scheduler's BlockManager finds the
 blocks a prompt shares with earlier ones (a live session's previous chunk: the system turn and every
 complete 8 s window), and the runner computes only the rest.
 """
@@ -12,19 +12,25 @@ from collections.abc import AsyncIterator
 import torch
 
 from sasr.audio.constants import HOP_SAMPLES, SAMPLE_RATE
-from sasr.decoding.qwen import (
-    CONTEXT_CHARS, Qwen3Job, Qwen3Result, Qwen3StreamingPolicy, file_pieces, make_job, read_output,
-)
-from sasr.decoding.transcribe import is_silent
+from sasr.audio.energy import is_silent
 from sasr.engine import TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.blocks import BlockManager
-from sasr.engine.engine import EngineCore
-from sasr.engine.paged_runner import PagedRunner
+from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
-from sasr.models.qwen3_asr import Qwen3ASR
-from sasr.models.qwen3_load import LoadedQwen3
-from sasr.models.qwen3_vocab import LANGUAGE_NAMES
+from sasr.models.qwen3_asr.decode import (
+    CONTEXT_CHARS,
+    Qwen3Job,
+    Qwen3Result,
+    file_pieces,
+    make_job,
+    read_output,
+)
+from sasr.models.qwen3_asr.live import Qwen3StreamingPolicy
+from sasr.models.qwen3_asr.load import LoadedQwen3
+from sasr.models.qwen3_asr.model import Qwen3ASR
+from sasr.models.qwen3_asr.runner import PagedRunner
+from sasr.models.qwen3_asr.vocab import LANGUAGE_NAMES
 from sasr.protocol import Segment
 
 BLOCK_SIZE = 16

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer
-from transformers.models.whisper.tokenization_whisper import LANGUAGES  # code -> English name
+from transformers.models.whisper.tokenization_whisper import (
+    LANGUAGES,  # code -> English name
+)
 
 # One timestamp token per 20 ms (the encoder's frame rate after the stride-2 convolution).
 TIMESTAMP_S = 0.02

@@ -14,9 +14,9 @@ from collections import OrderedDict
 import torch
 
 from sasr.engine.batch import AudioWindow, Batch, DecodeRow, NewSequence, StepOutput
-from sasr.engine.runner import sample
-from sasr.models.qwen3_asr import Qwen3ASR
-from sasr.models.qwen3_vocab import Qwen3Vocab
+from sasr.engine.sampling import sample
+from sasr.models.qwen3_asr.model import Qwen3ASR
+from sasr.models.qwen3_asr.vocab import Qwen3Vocab
 
 NEG_INF = float("-inf")
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
-from sasr.models.vocab import TIMESTAMP_S, WhisperVocab
+from sasr.audio.energy import is_silent
+from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 from sasr.protocol import Segment
 
 FRAMES_PER_TOKEN = round(TIMESTAMP_S * FRAMES_PER_S)  # mel frames per timestamp step (2)
@@ -27,7 +28,6 @@ COMPRESSION_RATIO_MAX = 2.4  # above: a repetition loop
 LOGPROB_MIN = -1.0  # average token log-probability below: an unreliable decode
 NO_SPEECH_MIN = 0.6  # with a low log-probability: the window holds no speech
 NO_SPEECH_SURE = 0.85  # whatever the log-probability (hum decoded as " you" at -0.9 was seen)
-SILENCE_RMS = 1e-3  # about -60 dBFS: a window quieter than this in every 30 ms frame is silent
 MIN_WINDOW_FRAMES = 10  # a tail shorter than 100 ms carries no word
 
 
@@ -69,16 +69,6 @@ class WindowResult:
 def compression_ratio(text: str) -> float:
     data = text.encode()
     return len(data) / len(zlib.compress(data)) if data else 0.0
-
-
-def is_silent(audio: np.ndarray) -> bool:
-    """True if no 30 ms frame of the audio rises above SILENCE_RMS."""
-    frame = 480
-    usable = len(audio) // frame * frame
-    if usable == 0:
-        return True
-    rms = np.sqrt(np.mean(audio[:usable].reshape(-1, frame) ** 2, axis=1))
-    return bool(rms.max() < SILENCE_RMS)
 
 
 def is_no_speech(result: WindowResult) -> bool:

@@ -1,9 +1,9 @@
-"""The continuous-batching engine: every request's windows share the model's forward passes.
+"""The engine loop, whatever the model: one thread runs schedule() -> runner.step() -> postprocess().
 
-Requests run their decoding policy (a generator, sasr.decoding.transcribe.long_form) on the event
-loop; each window it asks for becomes a scheduler Sequence. One engine thread loops
-schedule() -> runner.step() -> postprocess(), so the event loop never waits on the model, and results
-travel back to the waiting coroutines with call_soon_threadsafe.
+Requests run their decoding policy on the event loop; each decode it asks for becomes a scheduler
+Sequence. The engine thread packs every waiting and running sequence into one batch per step, so
+the event loop never waits on the model, and results travel back to the waiting coroutines with
+call_soon_threadsafe. Model families subclass EngineCore with their scheduler, runner and policies.
 """
 
 from __future__ import annotations
@@ -14,21 +14,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import torch
 
 from sasr.audio.constants import SAMPLE_RATE
-from sasr.decoding.streaming import StreamingPolicy
-from sasr.decoding.transcribe import Options, WindowJob, WindowResult, long_form
 from sasr.engine import EngineBusy, TranscriptionRequest, TranscriptionResult
-from sasr.engine.batch import SamplingParams
-from sasr.engine.runner import ModelRunner
 from sasr.engine.scheduler import Scheduler, Sequence, Status
 from sasr.metrics import Metrics
-from sasr.models.loader import LoadedWhisper
-from sasr.models.whisper import WhisperModel
-from sasr.protocol import Segment
 
 log = logging.getLogger("sasr.engine")
 STEP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -171,81 +163,3 @@ class EngineCore:
         self.stopping = True
         self.wake.set()
         self.thread.join(timeout=10)
-
-
-class BatchEngine(EngineCore):
-    """Implements sasr.engine.Engine for Whisper over a slot Scheduler and a ModelRunner."""
-
-    def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
-                 enforce_eager: bool = False) -> None:
-        self.vocab = loaded.vocab
-        self.served_name = loaded.served_name  # default name clients pass as `model`
-        model = WhisperModel(loaded.model)
-        self.max_len = model.max_len
-        self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
-        super().__init__(ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager),
-                         Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
-
-    def _record_model(self, batch) -> None:
-        self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
-
-    def stream_policy(self, language: str | None, chunk_s: float) -> StreamingPolicy:
-        return StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
-
-    async def run_window(self, job: WindowJob) -> WindowResult:
-        """Decode one window in whatever batch the scheduler puts it."""
-        seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
-                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames,
-                       sampled=list(job.forced), num_forced=len(job.forced))
-        await self.run_sequence(seq)
-        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
-
-    async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
-        """The request's segments, each as soon as the window holding it is decoded."""
-        with self.admitted():
-            options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature)
-            segments: list[Segment] = []
-            policy = long_form(self.vocab, request.audio, options, self.max_len, segments)
-            result, sent = None, 0
-            while True:
-                try:
-                    job = policy.send(result)
-                except StopIteration:
-                    break
-                result = await self.run_window(job)
-                for segment in segments[sent:]:
-                    yield segment
-                sent = len(segments)
-            for segment in segments[sent:]:
-                yield segment
-
-    def stats(self) -> dict[str, float]:
-        return {**super().stats(), "sasr_engine_kv_slots_used": self.scheduler.num_running,
-                "sasr_engine_kv_slots_total": self.scheduler.max_num_seqs}
-
-
-def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 16,
-                 max_queued: int = 64, enforce_eager: bool = False, load_format: str = "auto",
-                 enable_prefix_caching: bool = True, num_kv_blocks: int | None = None) -> EngineCore:
-    """The engine for --model: Whisper (the bundled tiny.en by default) or Qwen3-ASR."""
-    from sasr.models.qwen3_load import is_qwen3_asr
-
-    qwen = is_qwen3_asr(model)  # once: for a hub id it asks the hub for the config
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = ("bfloat16" if qwen else "float16") if device.startswith("cuda") else "float32"
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
-    if qwen:
-        from sasr.engine.qwen3_engine import Qwen3Engine
-        from sasr.models.qwen3_load import load_qwen3_asr
-
-        loaded = load_qwen3_asr(model, device, torch_dtype, load_format)
-        return Qwen3Engine(loaded, max_num_seqs=max_num_seqs, max_queued=max_queued,
-                           enable_prefix_caching=enable_prefix_caching, num_blocks=num_kv_blocks)
-    if load_format != "auto":
-        raise ValueError("--load-format dummy is for Qwen3-ASR models")
-    from sasr.models.loader import load_whisper
-
-    return BatchEngine(load_whisper(model, device, torch_dtype), max_num_seqs=max_num_seqs,
-                       max_queued=max_queued, enforce_eager=enforce_eager)

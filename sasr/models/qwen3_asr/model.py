@@ -20,7 +20,7 @@ from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
 from sasr.audio.constants import HOP_SAMPLES
 from sasr.audio.features import log_mel
-from sasr.models.qwen3_vocab import (
+from sasr.models.qwen3_asr.vocab import (
     CHUNK_FRAMES,
     TOKENS_PER_CHUNK,
     WINDOW_FRAMES_QWEN,

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperForConditionalGeneration,
+)
 
-from sasr.models import ct2
-from sasr.models.vocab import WhisperVocab
+from sasr.models import checkpoint
+from sasr.models.checkpoint import cache_dir
+from sasr.models.whisper import ct2
+from sasr.models.whisper.vocab import WhisperVocab
 
 BUNDLED_NAMES = ("tiny.en", "whisper-tiny.en")  # --model values that select the bundled weights
 
@@ -24,10 +30,6 @@ class LoadedWhisper:
     model: WhisperForConditionalGeneration  # eval mode, on the requested device and dtype
     vocab: WhisperVocab
     served_name: str  # default name clients use in `model`, e.g. "whisper-tiny.en"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SASR_CACHE_DIR") or Path.home() / ".cache" / "sasr")
 
 
 def bundled_model_dir() -> Path:
@@ -105,22 +107,14 @@ def converted_dir(src: Path) -> Path:
 
 
 def resolve_checkpoint(model: str | None) -> Path:
-    """A local transformers checkpoint directory for --model (bundled name, directory or hub id)."""
+    """A local transformers checkpoint directory for --model (bundled name, directory or hub id);
+    a CTranslate2 directory is converted once and cached."""
     if model is None or model in BUNDLED_NAMES:
         return converted_dir(bundled_model_dir())
     path = Path(model).expanduser()
-    if path.is_dir():
-        return converted_dir(path) if is_ct2_dir(path) else path
-    if path.exists() or model.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"--model {model}: not a model directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-    except Exception as exc:
-        raise RuntimeError(
-            f"--model {model}: not a local directory, and the hub could not provide it ({exc})"
-        ) from exc
+    if path.is_dir() and is_ct2_dir(path):
+        return converted_dir(path)
+    return checkpoint.resolve_checkpoint(model)
 
 
 def load_whisper(model: str | None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedWhisper:

@@ -11,41 +11,15 @@ import logging
 import numpy as np
 import torch
 
-from kernels.logmel import log_mel_batch, log_mel_batch_reference
 from sasr.audio.constants import HOP_SAMPLES
-from sasr.decoding.filters import default_filters
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
-from sasr.models.vocab import WhisperVocab
-from sasr.models.whisper import WhisperModel
+from sasr.engine.sampling import GRAPH_BUCKETS, bucket_for, sample
+from sasr.kernels.logmel import log_mel_batch, log_mel_batch_reference
+from sasr.models.whisper.filters import default_filters
+from sasr.models.whisper.model import WhisperModel
+from sasr.models.whisper.vocab import WhisperVocab
 
 log = logging.getLogger("sasr.engine")
-
-GRAPH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-def bucket_for(num_seqs: int, buckets: tuple[int, ...]) -> int:
-    return next(b for b in buckets if b >= num_seqs)
-
-
-def sample(logits: torch.Tensor, filters: list, histories: list[list[int]], params: list[SamplingParams]):
-    """Apply the logit filters row by row, then pick each row's token (greedy or sampled).
-
-    Returns the tokens and their log-probabilities under the filtered distribution.
-    """
-    for row, sampled in enumerate(histories):
-        for f in filters:
-            f.apply(logits[row], sampled)
-    logprobs = torch.log_softmax(logits, -1)
-    tokens = logits.argmax(-1).tolist()
-    for row, p in enumerate(params):
-        if p.temperature > 0:
-            # seeded by (seed, position): the same draw whether the row runs alone or batched
-            generator = torch.Generator().manual_seed(p.seed * 1_000_003 + len(histories[row]))
-            probs = torch.softmax(logits[row].float().cpu() / p.temperature, -1)
-            tokens[row] = int(torch.multinomial(probs, 1, generator=generator))
-    chosen = logprobs[torch.arange(len(tokens), device=logits.device), torch.tensor(tokens, device=logits.device)]
-    return tokens, chosen.tolist()
-
 
 class ModelRunner:
     def __init__(self, model: WhisperModel, vocab: WhisperVocab, max_num_seqs: int, enforce_eager: bool = False) -> None:

@@ -1,0 +1,68 @@
+"""The engine for Whisper: slot KV arena, one-shot long-form decoding and the live policy."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from sasr.audio.constants import SAMPLE_RATE
+from sasr.engine import TranscriptionRequest
+from sasr.engine.batch import SamplingParams
+from sasr.engine.core import EngineCore
+from sasr.engine.scheduler import Scheduler, Sequence
+from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_form
+from sasr.models.whisper.live import StreamingPolicy
+from sasr.models.whisper.load import LoadedWhisper
+from sasr.models.whisper.model import WhisperModel
+from sasr.models.whisper.runner import ModelRunner
+from sasr.protocol import Segment
+
+
+class WhisperEngine(EngineCore):
+    """Implements sasr.engine.Engine for Whisper over a slot Scheduler and a ModelRunner."""
+
+    def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
+                 enforce_eager: bool = False) -> None:
+        self.vocab = loaded.vocab
+        self.served_name = loaded.served_name  # default name clients pass as `model`
+        model = WhisperModel(loaded.model)
+        self.max_len = model.max_len
+        self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
+        super().__init__(ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager),
+                         Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
+
+    def _record_model(self, batch) -> None:
+        self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
+
+    def stream_policy(self, language: str | None, chunk_s: float) -> StreamingPolicy:
+        return StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
+
+    async def run_window(self, job: WindowJob) -> WindowResult:
+        """Decode one window in whatever batch the scheduler puts it."""
+        seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
+                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames,
+                       sampled=list(job.forced), num_forced=len(job.forced))
+        await self.run_sequence(seq)
+        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
+
+    async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
+        """The request's segments, each as soon as the window holding it is decoded."""
+        with self.admitted():
+            options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature)
+            segments: list[Segment] = []
+            policy = long_form(self.vocab, request.audio, options, self.max_len, segments)
+            result, sent = None, 0
+            while True:
+                try:
+                    job = policy.send(result)
+                except StopIteration:
+                    break
+                result = await self.run_window(job)
+                for segment in segments[sent:]:
+                    yield segment
+                sent = len(segments)
+            for segment in segments[sent:]:
+                yield segment
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), "sasr_engine_kv_slots_used": self.scheduler.num_running,
+                "sasr_engine_kv_slots_total": self.scheduler.max_num_seqs}
