@@ -87,7 +87,7 @@ def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
         reference = loaded.model(input_features=mel, decoder_input_ids=tokens).logits
         cache = whisper.new_cache(1, whisper.num_audio_frames)
         cache.cross_k[:], cache.cross_v[:] = whisper.encode(mel)
-        prefill = whisper.decode(cache, tokens[:, :4], torch.arange(4)[None], kv_len=4)
-        steps = [whisper.decode(cache, tokens[:, i : i + 1], torch.tensor([[i]]), kv_len=i + 1) for i in (4, 5)]
+        prefill, _ = whisper.decode(cache, tokens[:, :4], torch.arange(4)[None], kv_len=4)
+        steps = [whisper.decode(cache, tokens[:, i : i + 1], torch.tensor([[i]]), kv_len=i + 1)[0] for i in (4, 5)]
     mine = whisper.logits(torch.cat([prefill, *steps], dim=1)[0])[None]
     torch.testing.assert_close(mine, reference, atol=1e-3, rtol=1e-4)

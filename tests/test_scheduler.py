@@ -15,12 +15,13 @@ AUDIO = np.zeros(160, np.float32)
 
 
 def seq(prefix_len: int = 2, max_new: int = 10) -> Sequence:
-    return Sequence(AUDIO, prefix=list(range(prefix_len)), sot_index=0, max_new_tokens=max_new)
+    return Sequence(prefix=list(range(prefix_len)), max_new_tokens=max_new, inputs=AUDIO)
 
 
 def output(batch, tokens: list[int]) -> StepOutput:
     assert len(tokens) == batch.num_seqs
-    return StepOutput(tokens=tokens, logprobs=[-0.5] * len(tokens), no_speech_probs=[0.1] * len(batch.new))
+    # a model-specific extra for each new sequence, keyed by its id: it must reach that sequence
+    return StepOutput(tokens=tokens, logprobs=[-0.5] * len(tokens), extras={n.seq_id: f"first-{n.seq_id}" for n in batch.new})
 
 
 def test_no_torch_in_scheduler_sessions_or_server():
@@ -38,7 +39,9 @@ def test_admits_up_to_slots_then_queues():
     assert [n.slot for n in batch.new] == [0, 1] and not batch.decode
     assert c.status is Status.WAITING and s.num_waiting == 1
     s.postprocess(batch, output(batch, [5, 6]))
-    assert a.sampled == [5] and b.sampled == [6] and a.no_speech_prob == 0.1
+    assert a.sampled == [5] and b.sampled == [6]
+    assert a.extras == [f"first-{a.seq_id}"] and b.extras == [f"first-{b.seq_id}"]
+    assert batch.seq_ids == [a.seq_id, b.seq_id]
     batch = s.schedule()
     assert [r.token for r in batch.decode] == [5, 6] and [r.position for r in batch.decode] == [2, 2]
     assert not batch.new  # no free slot for c yet

@@ -1,6 +1,8 @@
 """The one contract between the scheduler and the model runner: a Batch in, a StepOutput out.
 
-Plain data, no torch, so the scheduler can be tested with hand-built outputs.
+Plain data, no torch, so the scheduler can be tested with hand-built outputs. Every row names its
+sequence (`seq_id`); what only one model family understands travels in `inputs` (built by that
+family's engine, passed through by the scheduler untouched) and comes back in `StepOutput.extras`.
 
 Slots (Whisper): the runner's KV arena has one slot per sequence it can hold. Running sequences always occupy
 slots 0..num_decode-1 (the scheduler compacts them with `moves` when one finishes), so the decode
@@ -12,6 +14,7 @@ table, which the scheduler's BlockManager hands out, shared between prompts that
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,30 +38,30 @@ class AudioWindow:
 
 @dataclass
 class NewSequence:
-    """A window to encode and prefill; its first token is sampled in the same step."""
+    """A sequence to prefill (after whatever its model must encode); its first token is sampled in the same step."""
 
-    slot: int  # arena slot it takes
-    audio: np.ndarray  # [num_samples <= 30 s] 16 kHz float32; the runner pads it and computes log-mel
-    num_frames: int  # mel frames to encode (even, <= 3000): 3000 is a full 30 s window
-    prefix: list[int]  # tokens to prefill: [<|startofprev|> prompt...] <|startoftranscript|> ... [forced]
-    sot_index: int  # index of <|startoftranscript|> in prefix: the no-speech probability is read there
+    seq_id: int
+    slot: int  # row it takes in this step and after (Whisper: its KV arena slot)
+    prefix: list[int]  # tokens to prefill, the forced ones (`sampled`) at the end
     sampled: list[int]  # the forced tokens at the end of prefix (often none): the logit filters read it
     sampling: SamplingParams
-    # decoder-only models (block KV): the blocks holding its positions, the leading prompt tokens
-    # whose KV is already there (prefix cache hits, not recomputed), and its audio windows
+    inputs: Any  # model-specific (Whisper: WhisperInputs; Qwen3-ASR: its list[AudioWindow])
+    # decoder-only models (block KV): the blocks holding its positions, and the leading prompt tokens
+    # whose KV is already there (prefix cache hits, not recomputed)
     block_table: list[int] = field(default_factory=list)
     num_cached: int = 0
-    audio_windows: list[AudioWindow] = field(default_factory=list)
 
 
 @dataclass
 class DecodeRow:
     """A running sequence's next step."""
 
+    seq_id: int
     token: int  # the last sampled token, fed back in
     position: int  # its position in the sequence
     sampled: list[int]  # tokens sampled so far, the last one included (read by the logit filters)
     sampling: SamplingParams
+    inputs: Any  # as in NewSequence
     block_table: list[int] = field(default_factory=list)  # decoder-only models: its blocks
 
 
@@ -74,11 +77,16 @@ class Batch:
     def num_seqs(self) -> int:
         return len(self.decode) + len(self.new)
 
+    @property
+    def seq_ids(self) -> list[int]:
+        """The sequence of each row of the step's outputs: decode rows, then new sequences."""
+        return [r.seq_id for r in self.decode] + [s.seq_id for s in self.new]
+
 
 @dataclass
 class StepOutput:
-    """What the runner returns: one entry per sequence of the batch, in slot order."""
+    """What the runner returns for a Batch: one entry per row, rows in `Batch.seq_ids` order."""
 
-    tokens: list[int]  # sampled token of each sequence (decode rows first, then new sequences)
+    tokens: list[int]  # sampled token of each row
     logprobs: list[float]  # log-probability of each sampled token under the filtered distribution
-    no_speech_probs: list[float]  # one per new sequence: probability of <|nospeech|> at the start
+    extras: dict[int, Any] = field(default_factory=dict)  # seq_id -> model-specific output of this step

@@ -13,11 +13,9 @@ import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import Any
 
 from sasr.engine.batch import (
-    AudioWindow,
     Batch,
     DecodeRow,
     NewSequence,
@@ -39,27 +37,24 @@ _ids = itertools.count()
 
 @dataclass(eq=False)
 class Sequence:
-    """One window's decode: forced prefix, then tokens sampled until end of text or the length cap."""
+    """One decode: a forced prefix, then tokens sampled until end of text or the length cap."""
 
-    audio: np.ndarray  # [num_samples <= 30 s] 16 kHz float32
     prefix: list[int]
-    sot_index: int
     max_new_tokens: int
+    inputs: Any = None  # model-specific, passed to the runner untouched (see batch.NewSequence)
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    num_frames: int = 3000  # mel frames to encode: a full 30 s window unless live streaming asks less
     on_finish: Callable[["Sequence"], None] | None = None  # called by postprocess, on the engine thread
     seq_id: int = field(default_factory=lambda: next(_ids))
     sampled: list[int] = field(default_factory=list)  # starts with any forced tokens (num_forced of them)
     num_forced: int = 0  # tokens after the prefix known in advance (a live session's committed text)
     sum_logprob: float = 0.0
-    no_speech_prob: float = 0.0
+    extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
     slot: int = -1
     status: Status = Status.WAITING
     error: BaseException | None = None  # set when a runner fault aborted it
     # decoder-only models: prefix-cache keys of the prompt (token ids; audio digests for audio
-    # placeholders), its audio windows, and once admitted its blocks
+    # placeholders), and once admitted its blocks
     hash_keys: list[int] = field(default_factory=list)
-    audio_windows: list[AudioWindow] = field(default_factory=list)
     allocation: Allocation | None = None
     num_cached_tokens: int = 0  # prompt tokens found in the prefix cache (not computed)
 
@@ -79,7 +74,7 @@ class Scheduler:
         self.max_len = max_len  # positions per sequence
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # running[i].slot == i after each schedule()
-        self._rows: list[Sequence] = []  # the sequences of the last batch, in row order
+        self.by_id: dict[int, Sequence] = {}  # every sequence added and not yet done with
 
     @property
     def num_waiting(self) -> int:
@@ -99,11 +94,13 @@ class Scheduler:
             raise ValueError(f"{self._num_positions(seq)} positions do not fit the KV arena")
         seq.status = Status.WAITING
         self.waiting.append(seq)
+        self.by_id[seq.seq_id] = seq
 
     def abort(self, seq: Sequence) -> None:
         """Drop a sequence; a running one frees its slot at the next schedule()."""
         if seq.status is Status.WAITING:
             self.waiting.remove(seq)
+            self.by_id.pop(seq.seq_id, None)
         if seq.status in (Status.WAITING, Status.RUNNING):
             seq.status = Status.ABORTED
 
@@ -114,6 +111,9 @@ class Scheduler:
     def _compact(self) -> list[tuple[int, int]]:
         """Drop sequences that are done; move the highest live slots into the holes they leave."""
         live = [s for s in self.running if s.status is Status.RUNNING]
+        for seq in self.running:
+            if seq.status is not Status.RUNNING:
+                self.by_id.pop(seq.seq_id, None)
         if self.blocks is not None:
             for seq in self.running:
                 if seq.status is not Status.RUNNING and seq.allocation is not None:
@@ -133,9 +133,8 @@ class Scheduler:
         """The next step's batch, or None when nothing is waiting or running."""
         moves = self._compact()
         batch = Batch(moves=moves)
-        batch.decode = [DecodeRow(s.sampled[-1], s.position, s.sampled, s.sampling, self._table(s))
+        batch.decode = [DecodeRow(s.seq_id, s.sampled[-1], s.position, s.sampled, s.sampling, s.inputs, self._table(s))
                         for s in self.running]
-        self._rows = list(self.running)
         num_new = min(self.max_num_seqs - len(self.running), self.max_new_per_step, len(self.waiting))
         for _ in range(num_new):
             seq = self.waiting[0]
@@ -148,11 +147,8 @@ class Scheduler:
             self.waiting.popleft()
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
-            self._rows.append(seq)
-            batch.new.append(
-                NewSequence(seq.slot, seq.audio, seq.num_frames, seq.prefix + seq.sampled, seq.sot_index,
-                            seq.sampled, seq.sampling, self._table(seq), seq.num_cached_tokens, seq.audio_windows)
-            )
+            batch.new.append(NewSequence(seq.seq_id, seq.slot, seq.prefix + seq.sampled, seq.sampled, seq.sampling,
+                                         seq.inputs, self._table(seq), seq.num_cached_tokens))
         return batch if batch.num_seqs else None
 
     @staticmethod
@@ -160,17 +156,19 @@ class Scheduler:
         return seq.allocation.block_table if seq.allocation is not None else []
 
     def postprocess(self, batch: Batch, output: StepOutput) -> list[Sequence]:
-        """Record each sequence's sampled token; return those that finished (their on_finish called)."""
+        """Record each row's sampled token; return the sequences that finished (their on_finish called)."""
         finished = []
-        first_new = len(batch.decode)
-        for row, seq in enumerate(self._rows):
-            if row >= first_new:
-                if output.no_speech_probs:
-                    seq.no_speech_prob = output.no_speech_probs[row - first_new]
-                if self.blocks is not None and seq.allocation is not None:
-                    self.blocks.register(seq.allocation)  # its prompt's KV is written now
+        new_ids = {s.seq_id for s in batch.new}
+        for row, seq_id in enumerate(batch.seq_ids):
+            seq = self.by_id.get(seq_id)
+            if seq is None:
+                continue  # aborted while waiting for this step, and forgotten
+            if seq_id in new_ids and self.blocks is not None and seq.allocation is not None:
+                self.blocks.register(seq.allocation)  # its prompt's KV is written now
             if seq.status is not Status.RUNNING:
                 continue  # aborted while the step ran
+            if seq_id in output.extras:
+                seq.extras.append(output.extras[seq_id])
             token = output.tokens[row]
             seq.sum_logprob += output.logprobs[row]
             if token in self.stop_ids:

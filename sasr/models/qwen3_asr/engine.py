@@ -74,8 +74,8 @@ class Qwen3Engine(EngineCore):
         """Decode one prompt in whatever batches the scheduler puts it."""
         max_new = self.fixed_output_tokens or job.max_new_tokens
         max_new = min(max_new, self.max_len - len(job.prompt.ids) - 1)
-        seq = Sequence(None, job.prompt.ids, 0, max_new, SamplingParams(job.temperature, job.seed),
-                       hash_keys=job.hash_keys, audio_windows=job.windows)
+        seq = Sequence(job.prompt.ids, max_new, job.windows, SamplingParams(job.temperature, job.seed),
+                       hash_keys=job.hash_keys)
         await self.run_sequence(seq)
         return Qwen3Result(list(seq.sampled), len(job.prompt.ids), seq.num_cached_tokens)
 

@@ -31,7 +31,7 @@ class SuppressIds:
         if ignore_eos:
             self.mask[sorted(vocab.eos_ids)] = NEG_INF
 
-    def apply(self, logits: torch.Tensor, sampled: list[int]) -> None:
+    def apply(self, logits: torch.Tensor, state: None) -> None:
         logits += self.mask
 
 
@@ -89,7 +89,7 @@ class PagedRunner:
         """Embeddings of every window whose placeholders some new sequence must compute."""
         needed: dict[int, AudioWindow] = {}
         for seq in new:
-            for w in seq.audio_windows:
+            for w in seq.inputs:
                 if w.first_token + w.num_tokens > seq.num_cached:  # some of its tokens are computed
                     needed.setdefault(w.key, w)
         found = {}
@@ -125,7 +125,7 @@ class PagedRunner:
         ids, positions, tables = ids.to(self.device), positions.to(self.device), tables.to(self.device)
         x = self.model.embed(ids)  # [N, width, D]
         for i, seq in enumerate(new):
-            for w in seq.audio_windows:
+            for w in seq.inputs:
                 # the window's placeholders at positions >= num_cached, as rows of x[i]
                 skip = max(0, seq.num_cached - w.first_token)
                 if skip < w.num_tokens:
@@ -149,5 +149,5 @@ class PagedRunner:
             parts.append(self.prefill(batch.new))
         logits = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
         rows = [*batch.decode, *batch.new]
-        tokens, logprobs = sample(logits, self.filters, [r.sampled for r in rows], [r.sampling for r in rows])
-        return StepOutput(tokens=tokens, logprobs=logprobs, no_speech_probs=[])
+        tokens, logprobs = sample(logits, self.filters, None, [r.sampling for r in rows], [len(r.sampled) for r in rows])
+        return StepOutput(tokens=tokens, logprobs=logprobs)

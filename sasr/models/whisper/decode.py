@@ -52,6 +52,7 @@ class WindowJob:
     max_new_tokens: int
     num_frames: int = WINDOW_FRAMES  # mel frames to encode; fewer than 3000 for live windows
     forced: list[int] = field(default_factory=list)  # tokens after the prefix, known in advance
+    alignment: bool = False  # also return the alignment heads' cross-attention (for word timings)
 
 
 @dataclass
@@ -60,6 +61,9 @@ class WindowResult:
     sum_logprob: float  # over the sampled tokens and the end of text
     no_speech_prob: float
     num_forced: int = 0
+    # with job.alignment: [queries, heads, audio frames] alignment-head cross-attention of the queries
+    # that predicted forced + sampled tokens + the end (query i predicts (forced + sampled + [eot])[i])
+    attention: np.ndarray | None = None
 
     @property
     def avg_logprob(self) -> float:

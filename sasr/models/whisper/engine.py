@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import numpy as np
+
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.engine import TranscriptionRequest
 from sasr.engine.batch import SamplingParams
@@ -13,7 +15,7 @@ from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_fo
 from sasr.models.whisper.live import StreamingPolicy
 from sasr.models.whisper.load import LoadedWhisper
 from sasr.models.whisper.model import WhisperModel
-from sasr.models.whisper.runner import ModelRunner
+from sasr.models.whisper.runner import ModelRunner, WhisperInputs
 from sasr.protocol import Segment
 
 
@@ -27,8 +29,10 @@ class WhisperEngine(EngineCore):
         model = WhisperModel(loaded.model)
         self.max_len = model.max_len
         self.languages = frozenset(self.vocab.language_ids) or frozenset({"en"})
-        super().__init__(ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager),
-                         Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
+        # (layer, head) pairs whose cross-attention follows the audio: word timings come from them
+        self.align_heads = [tuple(h) for h in getattr(loaded.model.generation_config, "alignment_heads", None) or []]
+        runner = ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager, align_heads=self.align_heads)
+        super().__init__(runner, Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
 
     def _record_model(self, batch) -> None:
         self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
@@ -38,11 +42,14 @@ class WhisperEngine(EngineCore):
 
     async def run_window(self, job: WindowJob) -> WindowResult:
         """Decode one window in whatever batch the scheduler puts it."""
-        seq = Sequence(job.audio, job.prefix, job.sot_index, job.max_new_tokens,
-                       SamplingParams(job.temperature, job.seed), num_frames=job.num_frames,
+        alignment = job.alignment and bool(self.align_heads)
+        inputs = WhisperInputs(job.audio, job.num_frames, job.sot_index, alignment)
+        seq = Sequence(job.prefix, job.max_new_tokens, inputs, SamplingParams(job.temperature, job.seed),
                        sampled=list(job.forced), num_forced=len(job.forced))
         await self.run_sequence(seq)
-        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.no_speech_prob, seq.num_forced)
+        attention = np.concatenate([x.attention for x in seq.extras]) if alignment else None
+        return WindowResult(list(seq.sampled), seq.sum_logprob, seq.extras[0].no_speech_prob, seq.num_forced,
+                            attention)
 
     async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
         """The request's segments, each as soon as the window holding it is decoded."""

@@ -1,9 +1,13 @@
-"""Logit filters: small strategies applied to one sequence's next-token logits, in place.
+"""Logit filters: small strategies applied to a whole batch's next-token logits [B, V], in place.
 
-Each sees the logits [V] and the tokens sampled so far (after the forced prefix).
+Each reads what it needs of every row's history from one `History` (a few integers per row, sent to
+the device once per step), so a step has no per-row Python on the device and no device-to-host sync.
+The plain per-row versions these replace are kept in tests (tests/test_sampling.py) as the reference.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -12,15 +16,34 @@ from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 NEG_INF = float("-inf")
 
 
+@dataclass
+class History:
+    """What the filters need of each row's sampled tokens (forced ones included), as [B] device tensors."""
+
+    num_sampled: torch.Tensor  # tokens sampled so far
+    last: torch.Tensor  # the last one (-1 if none)
+    penultimate: torch.Tensor  # the one before it (-1 if none)
+    last_timestamp: torch.Tensor  # the latest timestamp token among them (-1 if none)
+
+    @classmethod
+    def of(cls, histories: list[list[int]], timestamp_begin: int, device: torch.device) -> "History":
+        rows = []
+        for h in histories:
+            last_ts = next((t for t in reversed(h) if t >= timestamp_begin), -1)
+            rows.append((len(h), h[-1] if h else -1, h[-2] if len(h) > 1 else -1, last_ts))
+        table = torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)  # [B, 4]: one copy
+        return cls(*table.unbind(1))
+
+
 class SuppressTokens:
     """Tokens the model must never produce (specials, and the checkpoint's suppress list)."""
 
     def __init__(self, vocab: WhisperVocab) -> None:
         specials = [vocab.sot, vocab.sot_prev, vocab.transcribe, vocab.translate, vocab.no_speech]
-        self.ids = torch.tensor(sorted(set(vocab.suppress_ids) | set(specials)))
+        self.ids = sorted(set(vocab.suppress_ids) | set(specials))
 
-    def apply(self, logits: torch.Tensor, sampled: list[int]) -> None:
-        logits[self.ids.to(logits.device)] = NEG_INF
+    def apply(self, logits: torch.Tensor, history: History) -> None:
+        logits[:, self.ids] = NEG_INF
 
 
 class SuppressBlank:
@@ -29,9 +52,9 @@ class SuppressBlank:
     def __init__(self, vocab: WhisperVocab) -> None:
         self.ids = list(vocab.suppress_begin_ids) or [vocab.eot]
 
-    def apply(self, logits: torch.Tensor, sampled: list[int]) -> None:
-        if not sampled:
-            logits[self.ids] = NEG_INF
+    def apply(self, logits: torch.Tensor, history: History) -> None:
+        first = (history.num_sampled == 0)[:, None]  # [B, 1]
+        logits[:, self.ids] = logits[:, self.ids].masked_fill(first, NEG_INF)
 
 
 class TimestampRules:
@@ -47,28 +70,27 @@ class TimestampRules:
         self.vocab = vocab
         self.max_initial = vocab.timestamp_begin + round(max_initial_s / TIMESTAMP_S)
 
-    def apply(self, logits: torch.Tensor, sampled: list[int]) -> None:
+    def apply(self, logits: torch.Tensor, history: History) -> None:
         begin, eot = self.vocab.timestamp_begin, self.vocab.eot
-        logits[self.vocab.no_timestamps] = NEG_INF
-        if not sampled:
-            logits[:begin] = NEG_INF
-            logits[self.max_initial + 1 :] = NEG_INF
-            return
-        last_ts = sampled[-1] >= begin
-        penultimate_ts = len(sampled) < 2 or sampled[-2] >= begin
-        if last_ts:
-            if penultimate_ts:
-                logits[begin:] = NEG_INF
-            else:
-                logits[:eot] = NEG_INF
-        timestamps = [t for t in sampled if t >= begin]
-        if timestamps:
-            # a closing timestamp may repeat the opening one (an empty segment); otherwise move on
-            floor = timestamps[-1] if last_ts and not penultimate_ts else timestamps[-1] + 1
-            logits[begin:floor] = NEG_INF
+        col = torch.arange(logits.shape[1], device=logits.device)[None, :]  # [1, V]
+        is_ts, is_text = col >= begin, col < eot
+        first = (history.num_sampled == 0)[:, None]  # [B, 1] each
+        last_ts = (history.last >= begin)[:, None] & ~first
+        penultimate_ts = ((history.num_sampled < 2) | (history.penultimate >= begin))[:, None]
+        # a closing timestamp may repeat the opening one (an empty segment); otherwise move on
+        floor = torch.where(last_ts & ~penultimate_ts, history.last_timestamp[:, None], history.last_timestamp[:, None] + 1)
+        banned = (
+            (col == self.vocab.no_timestamps)
+            | (first & ((col < begin) | (col > self.max_initial)))
+            | (last_ts & penultimate_ts & is_ts)
+            | (last_ts & ~penultimate_ts & is_text)
+            | (~first & (history.last_timestamp[:, None] >= 0) & is_ts & (col < floor))
+        )
+        logits.masked_fill_(banned, NEG_INF)
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        if torch.logsumexp(logprobs[begin:], dim=-1) > logprobs[:begin].max():
-            logits[:begin] = NEG_INF
+        timestamp_mass = torch.logsumexp(logprobs[:, begin:], dim=-1)  # [B]
+        best_text = logprobs[:, :begin].max(dim=-1).values
+        logits.masked_fill_((timestamp_mass > best_text)[:, None] & (col < begin), NEG_INF)
 
 
 def default_filters(vocab: WhisperVocab) -> list:

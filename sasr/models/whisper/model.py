@@ -95,9 +95,10 @@ class WhisperModel:
     @torch.inference_mode()
     def decode(
         self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
-        cross_kv_len: int | None = None,
-    ) -> torch.Tensor:
-        """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D].
+        cross_kv_len: int | None = None, align_heads: dict[int, list[int]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D] and, with
+        align_heads ({layer: [head, ...]}), those heads' cross-attention weights [B, A, T, cross_kv_len].
 
         Writes the tokens' self-attention K/V into the cache at their positions; each query attends
         to keys at positions up to its own, within the first kv_len positions, and to the first
@@ -114,6 +115,7 @@ class WhisperModel:
             cross_mask = (torch.arange(cross_kv_len, device=self.device) < cache.cross_len[:, None])[:, None, None]
         rows = torch.arange(batch, device=self.device)[:, None]  # [B, 1]
         x = self.decoder.embed_tokens(tokens) + self.decoder.embed_positions.weight[positions]
+        alignment = []
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
@@ -128,6 +130,16 @@ class WhisperModel:
             q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
             k, v = cache.cross_k[i][:, :, :cross_kv_len], cache.cross_v[i][:, :, :cross_kv_len]
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
+            if align_heads and i in align_heads:
+                alignment.append(self._attention_weights(q, k, cross_mask, align_heads[i]))
             x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return self.decoder.layer_norm(x)
+        return self.decoder.layer_norm(x), (torch.cat(alignment, dim=1) if alignment else None)
+
+    def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
+                           heads: list[int]) -> torch.Tensor:
+        """Softmax weights [B, len(heads), T, F] of some heads (what SDPA computes but does not return)."""
+        scores = q[:, heads] @ k[:, heads].transpose(-1, -2) * self.head_dim ** -0.5  # [B, A, T, F]
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.float().softmax(-1)

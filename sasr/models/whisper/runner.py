@@ -1,43 +1,80 @@
 """The model runner: executes a scheduler Batch on the Whisper model and samples the next tokens.
 
 It owns everything that is preallocated: the KV arena (one slot per sequence the engine can hold),
-the staging buffers for per-step inputs, and on CUDA one captured graph per decode batch-size bucket.
+staging buffers for each step's inputs (pinned on CUDA: tokens, positions, prompts, audio), and on
+CUDA one captured decode graph per (batch size, self-attention length, audio length) bucket, so a
+replay attends over what the batch holds rather than 448 positions and 30 s of audio every time.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from sasr.audio.constants import HOP_SAMPLES
-from sasr.engine.batch import Batch, DecodeRow, NewSequence, SamplingParams, StepOutput
+from sasr.audio.constants import HOP_SAMPLES, WINDOW_SAMPLES
+from sasr.engine.batch import Batch, DecodeRow, NewSequence, StepOutput
 from sasr.engine.sampling import GRAPH_BUCKETS, bucket_for, sample
 from sasr.kernels.logmel import log_mel_batch, log_mel_batch_reference
-from sasr.models.whisper.filters import default_filters
+from sasr.models.whisper.filters import History, default_filters
 from sasr.models.whisper.model import WhisperModel
 from sasr.models.whisper.vocab import WhisperVocab
 
 log = logging.getLogger("sasr.engine")
 
+KV_BUCKETS = (128, 448)  # self-attention positions a decode graph covers (capped at the model's max)
+CROSS_BUCKETS = (250, 500, 750, 1500)  # audio frames (5, 10, 15, 30 s) a decode graph attends over
+
+
+@dataclass
+class WhisperInputs:
+    """What a Whisper sequence brings besides its tokens (batch.NewSequence.inputs)."""
+
+    audio: np.ndarray  # [num_samples <= 30 s] 16 kHz float32; the runner pads it and computes log-mel
+    num_frames: int  # mel frames to encode (even, <= 3000): 3000 is a full 30 s window
+    sot_index: int  # index of <|startoftranscript|> in the prefix: P(no speech) is read there
+    alignment: bool = False  # return the alignment heads' cross-attention of every query (word timings)
+
+
+@dataclass
+class WhisperExtras:
+    """A Whisper sequence's model-specific output of one step (StepOutput.extras)."""
+
+    no_speech_prob: float | None = None  # its first step: P(<|nospeech|>) at <|startoftranscript|>
+    # with alignment: [queries, heads, audio frames] cross-attention of the alignment heads, for the
+    # queries from <|startoftranscript|> on (prefill) or the step's one query (decode)
+    attention: np.ndarray | None = None
+
+
 class ModelRunner:
-    def __init__(self, model: WhisperModel, vocab: WhisperVocab, max_num_seqs: int, enforce_eager: bool = False) -> None:
+    def __init__(self, model: WhisperModel, vocab: WhisperVocab, max_num_seqs: int, enforce_eager: bool = False,
+                 align_heads: list[tuple[int, int]] = ()) -> None:
         self.model, self.vocab = model, vocab
         self.max_num_seqs = max_num_seqs
         self.device = model.device
         self.filters = default_filters(vocab)
+        self.align_heads: dict[int, list[int]] = {}
+        for layer, head in align_heads:
+            self.align_heads.setdefault(layer, []).append(head)
         # The arena: every slot's self-attention K/V for all positions, and its cross-attention K/V.
         self.arena = model.new_cache(max_num_seqs, model.num_audio_frames)
         self.full_cross_len = model.num_audio_frames
         self.cross_lens = [self.full_cross_len] * max_num_seqs  # host copy of arena.cross_len
-        # Staging for the decode step's inputs: filled on the host, copied in one go.
+        # Staging for each step's inputs: filled on the host, copied in one go.
         pin = self.device.type == "cuda"
-        self.host_tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
-        self.host_positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
+        host = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, pin_memory=pin)  # noqa: E731
+        self.host_tokens, self.host_positions = host(max_num_seqs, 1), host(max_num_seqs, 1)
+        self.host_prompts = host(max_num_seqs, model.max_len)
+        self.host_audio = host(max_num_seqs, WINDOW_SAMPLES, dtype=torch.float32)
+        # numpy views of the staging buffers: filling them allocates no tensors
+        self.np_tokens, self.np_positions = self.host_tokens.numpy(), self.host_positions.numpy()
+        self.np_prompts = self.host_prompts.numpy()
         self.tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        # (batch, kv, cross) bucket -> (graph, logits, alignment weights)
+        self.graphs: dict[tuple[int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor | None]] = {}
         if self.device.type == "cuda" and not enforce_eager:
             self.capture_graphs()
 
@@ -51,83 +88,103 @@ class ModelRunner:
         longest = max(self.cross_lens[s] for s in slots)
         return None if all(self.cross_lens[s] == self.full_cross_len for s in slots) else longest
 
-    def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None) -> torch.Tensor:
+    def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
-        hidden = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len, cross_kv_len)
-        return self.model.logits(hidden[:, -1])
+        hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
+                                            cross_kv_len, self.align_heads if align else None)
+        return self.model.logits(hidden[:, -1]), weights
+
+    def _graph_shapes(self) -> list[tuple[int, int, int]]:
+        sizes = sorted({b for b in GRAPH_BUCKETS if b < self.max_num_seqs} | {self.max_num_seqs})
+        kvs = sorted({min(k, self.model.max_len) for k in KV_BUCKETS} | {self.model.max_len})
+        crosses = sorted({min(c, self.full_cross_len) for c in CROSS_BUCKETS} | {self.full_cross_len})
+        return [(b, k, c) for b in sizes for k in kvs for c in crosses]
 
     @torch.inference_mode()
     def capture_graphs(self) -> None:
-        """Capture the decode step for each batch-size bucket; replays attend over all positions."""
-        buckets = [b for b in GRAPH_BUCKETS if b <= self.max_num_seqs]
-        if self.max_num_seqs not in buckets:
-            buckets.append(self.max_num_seqs)
+        """Capture the decode step for each bucket; a replay computes the alignment weights too (cheap)."""
         pool = None
-        for size in reversed(buckets):  # largest first, so smaller graphs reuse its memory pool
+        align = bool(self.align_heads)
+        for shape in sorted(self._graph_shapes(), reverse=True):  # largest first: the others reuse its pool
+            size, kv_len, cross_len = shape
+            self.arena.cross_len[:size] = cross_len
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm up kernels and allocator outside the capture
-                    self._decode_eager(size, self.model.max_len, self.full_cross_len)
+                    self._decode_eager(size, kv_len, cross_len, align)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
-                logits = self._decode_eager(size, self.model.max_len, self.full_cross_len)
+                logits, weights = self._decode_eager(size, kv_len, cross_len, align)
             pool = graph.pool()
-            self.graphs[size] = (graph, logits)
+            self.graphs[shape] = (graph, logits, weights)
+        self.arena.cross_len[:] = self.full_cross_len
         torch.cuda.synchronize()
-        log.info("captured decode graphs for batch sizes %s", sorted(self.graphs))
+        log.info("captured %d decode graphs (batch x self positions x audio frames)", len(self.graphs))
 
-    def decode(self, rows: list[DecodeRow]) -> torch.Tensor:
-        """Logits [len(rows), V] for each running sequence's next token; slots 0..len(rows)-1."""
+    def decode(self, rows: list[DecodeRow], align: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits [len(rows), V] for each running sequence's next token (slots 0..len(rows)-1) and,
+        if asked, the alignment heads' weights [len(rows), A, 1, audio frames]."""
         num_rows = len(rows)
-        self.host_tokens[:num_rows, 0] = torch.tensor([r.token for r in rows])
-        self.host_positions[:num_rows, 0] = torch.tensor([r.position for r in rows])
+        self.np_tokens[:num_rows, 0] = [r.token for r in rows]
+        self.np_positions[:num_rows, 0] = [r.position for r in rows]
+        kv_len = max(r.position for r in rows) + 1
+        cross_len = max(self.cross_lens[:num_rows])
         if self.graphs:
-            size = bucket_for(num_rows, tuple(sorted(self.graphs)))
+            size = bucket_for(num_rows, tuple(sorted({s for s, _, _ in self.graphs})))
+            kv = bucket_for(kv_len, tuple(sorted({k for _, k, _ in self.graphs})))
+            cross = bucket_for(cross_len, tuple(sorted({c for _, _, c in self.graphs})))
             # padding rows decode token 0 at position 0 in free slots; new sequences overwrite them later
             self.host_tokens[num_rows:size] = 0
             self.host_positions[num_rows:size] = 0
             self.tokens[:size].copy_(self.host_tokens[:size], non_blocking=True)
             self.positions[:size].copy_(self.host_positions[:size], non_blocking=True)
-            graph, logits = self.graphs[size]
+            graph, logits, weights = self.graphs[(size, kv, cross)]
             graph.replay()
-            return logits[:num_rows]
+            return logits[:num_rows], (weights[:num_rows] if align and weights is not None else None)
         self.tokens[:num_rows].copy_(self.host_tokens[:num_rows])
         self.positions[:num_rows].copy_(self.host_positions[:num_rows])
-        kv_len = max(r.position for r in rows) + 1
-        return self._decode_eager(num_rows, kv_len, self._cross_kv_len(range(num_rows)))
+        return self._decode_eager(num_rows, kv_len, self._cross_kv_len(range(num_rows)), align)
 
     # -- new sequences: encode and prefill -------------------------------------------------------
 
-    def prefill(self, new: list[NewSequence], first_slot: int) -> tuple[torch.Tensor, list[float]]:
-        """Encode the new windows into their slots, prefill their prefixes; logits [N, V] and P(no speech)."""
-        for num_frames in sorted({seq.num_frames for seq in new}):  # one encoder pass per window size
-            group = [i for i, seq in enumerate(new) if seq.num_frames == num_frames]
-            self._encode([new[i] for i in group], [first_slot + i for i in group], num_frames)
+    def prefill(self, new: list[NewSequence], first_slot: int, align: bool):
+        """Encode the new windows into their slots, prefill their prefixes. Returns logits [N, V],
+        P(no speech) [N] and, if asked, the alignment weights [N, A, width, audio frames]."""
+        inputs: list[WhisperInputs] = [seq.inputs for seq in new]
+        for num_frames in sorted({x.num_frames for x in inputs}):  # one encoder pass per window size
+            group = [i for i, x in enumerate(inputs) if x.num_frames == num_frames]
+            self._encode([inputs[i] for i in group], [first_slot + i for i in group], num_frames)
         cache = self.arena.rows(first_slot, first_slot + len(new))
         lengths = [len(seq.prefix) for seq in new]
         width = max(lengths)
-        tokens = torch.tensor([seq.prefix + [0] * (width - len(seq.prefix)) for seq in new], device=self.device)
+        for i, seq in enumerate(new):
+            self.np_prompts[i, : lengths[i]] = seq.prefix
+            self.np_prompts[i, lengths[i] : width] = 0
+        tokens = self.host_prompts[: len(new), :width].to(self.device, non_blocking=True)
         positions = torch.arange(width, device=self.device).expand(len(new), width)
         slots = range(first_slot, first_slot + len(new))
-        hidden = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots))  # [N, width, D]
+        hidden, weights = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots),
+                                            self.align_heads if align else None)  # [N, width, D]
         rows = torch.arange(len(new), device=self.device)
-        sot = torch.tensor([seq.sot_index for seq in new], device=self.device)
+        sot = torch.tensor([x.sot_index for x in inputs], device=self.device)
         last = torch.tensor(lengths, device=self.device) - 1
         logits = self.model.logits(torch.cat([hidden[rows, last], hidden[rows, sot]]))  # [2N, V]
         no_speech = torch.softmax(logits[len(new):], -1)[:, self.vocab.no_speech]
-        return logits[: len(new)], no_speech.tolist()
+        return logits[: len(new)], no_speech, weights
 
-    def _encode(self, new: list[NewSequence], slots: list[int], num_frames: int) -> None:
+    def _encode(self, inputs: list[WhisperInputs], slots: list[int], num_frames: int) -> None:
         """Encode windows of the same size into their slots' cross-attention K/V."""
-        audio = np.zeros((len(new), num_frames * HOP_SAMPLES), np.float32)
-        for i, seq in enumerate(new):
-            clip = seq.audio[: audio.shape[1]]
-            audio[i, : len(clip)] = clip
+        num_samples = num_frames * HOP_SAMPLES
+        staged = self.host_audio[: len(inputs), :num_samples]
+        staged.zero_()
+        for i, x in enumerate(inputs):
+            clip = x.audio[:num_samples]
+            staged.numpy()[i, : len(clip)] = clip
         # the batched kernel pays on the GPU; on the CPU the per-window loop is faster (bench/kernels.py)
         front_end = log_mel_batch if self.device.type == "cuda" else log_mel_batch_reference
-        mel = front_end(torch.from_numpy(audio).to(self.device), self.model.num_mel_bins)  # [N, n_mels, F]
+        mel = front_end(staged.to(self.device, non_blocking=True), self.model.num_mel_bins)  # [N, n_mels, F]
         cross_k, cross_v = self.model.encode(mel)  # [L, N, H, F/2, Dh]
         num_audio = cross_k.shape[3]
         index = torch.tensor(slots, device=self.device)
@@ -137,23 +194,37 @@ class ModelRunner:
         for slot in slots:
             self.cross_lens[slot] = num_audio
 
-    # -- sampling --------------------------------------------------------------------------------
-
-    def sample(self, logits: torch.Tensor, histories: list[list[int]], params: list[SamplingParams]):
-        return sample(logits, self.filters, histories, params)
+    # -- a step ----------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def step(self, batch: Batch) -> StepOutput:
         for src, dst in batch.moves:
             self.arena.copy_row(src, dst)
             self.cross_lens[dst] = self.cross_lens[src]
-        parts, no_speech = [], []
+        parts, extras = [], {}
+        aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]  # noqa: E731
         if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
-            parts.append(self.decode(batch.decode))
-        if batch.new:
-            logits, no_speech = self.prefill(batch.new, first_slot=len(batch.decode))
+            want = aligned(batch.decode)
+            logits, weights = self.decode(batch.decode, align=bool(want))
             parts.append(logits)
+            for i in want:
+                attention = weights[i, :, :, : self.cross_lens[i]].transpose(0, 1)  # [1, A, F]
+                extras[batch.decode[i].seq_id] = WhisperExtras(attention=attention.half().cpu().numpy())
+        if batch.new:
+            first = len(batch.decode)
+            want = aligned(batch.new)
+            logits, no_speech, weights = self.prefill(batch.new, first, align=bool(want))
+            parts.append(logits)
+            for i, (seq, p) in enumerate(zip(batch.new, no_speech.tolist())):
+                attention = None
+                if i in want:
+                    queries = slice(seq.inputs.sot_index, len(seq.prefix))
+                    attention = weights[i, :, queries, : self.cross_lens[first + i]].transpose(0, 1)
+                    attention = attention.half().cpu().numpy()  # [queries, A, F]
+                extras[seq.seq_id] = WhisperExtras(no_speech_prob=p, attention=attention)
         logits = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
         rows = [*batch.decode, *batch.new]
-        tokens, logprobs = self.sample(logits, [r.sampled for r in rows], [r.sampling for r in rows])
-        return StepOutput(tokens=tokens, logprobs=logprobs, no_speech_probs=no_speech)
+        history = History.of([r.sampled for r in rows], self.vocab.timestamp_begin, self.device)
+        tokens, logprobs = sample(logits, self.filters, history, [r.sampling for r in rows],
+                                  [len(r.sampled) for r in rows])
+        return StepOutput(tokens=tokens, logprobs=logprobs, extras=extras)
