@@ -7,51 +7,48 @@ import json
 import logging
 import os
 import sys
+import typing
+
+import msgspec
 
 from sasr.config import ServerConfig
 
+MODEL_FIELDS = ("model", "load_format", "device", "dtype")  # the settings `sasr transcribe` takes too
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None,
-                   help="Whisper or Qwen3-ASR checkpoint: a transformers (or Whisper CTranslate2) directory, "
-                        "a hub id, or qwen3-asr-0.6b with --load-format dummy "
-                        "(default: the bundled Whisper tiny.en, no network needed)")
-    p.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
-                   help="dummy: random weights of the model's shapes, a fixed number of output tokens "
-                        "(Qwen3-ASR; measures cost where weights cannot be fetched)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
-                   help="auto: float16 on cuda, float32 on cpu")
+
+def _flag(field: msgspec.structs.FieldInfo) -> tuple[str, dict]:
+    """A ServerConfig field as a flag: its name and add_argument's options."""
+    kind, meta = typing.get_args(field.type)  # Annotated[kind, setting(help, **extra)]
+    extra = meta.extra or {}
+    switch_off = kind is bool and field.default  # a switch flips the default: --enforce-eager, --no-prefix-caching
+    name = extra.get("flag") or f"--{'no-' if switch_off else ''}{field.name.replace('_', '-')}"
+    options = {"dest": field.name, "help": meta.description,
+               "default": os.environ.get(extra["env"], field.default) if "env" in extra else field.default}
+    if kind is bool:
+        options["action"] = "store_false" if switch_off else "store_true"
+    elif typing.get_origin(kind) is typing.Literal:
+        options["choices"] = typing.get_args(kind)
+    else:  # int, float, str, or one of them | None
+        options["type"] = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
+    return name, options
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """Add a flag per ServerConfig field (or the fields in `names`), with its type, default and help."""
+    for field in msgspec.structs.fields(ServerConfig):
+        if names is None or field.name in names:
+            name, options = _flag(field)
+            parser.add_argument(name, **options)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="sasr", description="Streaming speech recognition server")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the OpenAI-compatible API")
-    _model_args(serve)
-    defaults = ServerConfig()
-    serve.add_argument("--served-model-name", default=None, help="name clients pass as `model` (whisper-1 is always accepted)")
-    serve.add_argument("--host", default=os.environ.get("HOST", defaults.host))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", defaults.port)))
-    serve.add_argument("--max-audio-seconds", type=float, default=defaults.max_audio_seconds)
-    serve.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb)
-    serve.add_argument("--max-queued-requests", type=int, default=defaults.max_queued_requests,
-                       help="requests admitted at once; more get 503 with Retry-After")
-    serve.add_argument("--max-num-seqs", type=int, default=defaults.max_num_seqs,
-                       help="windows decoded together in one batch (KV arena slots)")
-    serve.add_argument("--enforce-eager", action="store_true", help="on CUDA, run without CUDA graphs")
-    serve.add_argument("--max-sessions", type=int, default=defaults.max_sessions, help="live WebSocket sessions at once")
-    serve.add_argument("--chunk-seconds", type=float, default=defaults.chunk_seconds,
-                       help="new audio a live session gathers before each decode (default: 1 s Whisper, 2 s Qwen3-ASR)")
-    serve.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
-                       help="Qwen3-ASR: recompute every prompt in full (for comparison)")
-    serve.add_argument("--num-kv-blocks", type=int, default=None,
-                       help="Qwen3-ASR: KV arena size in 16-token blocks (default: sized from memory)")
-    serve.add_argument("--max-buffer-seconds", type=float, default=defaults.max_buffer_seconds,
-                       help="live audio buffered past this ends the session with buffer_overflow")
-    serve.add_argument("--log-level", default="info")
+    add_config_flags(serve)
+    serve.add_argument("--log-level", default="info", help="uvicorn's log level")
     transcribe = sub.add_parser("transcribe", help="transcribe files without a server")
-    _model_args(transcribe)
+    add_config_flags(transcribe, MODEL_FIELDS)
     transcribe.add_argument("files", nargs="+")
     transcribe.add_argument("--language", default=None)
     live = sub.add_parser("stream", help="stream a file to a server's live WebSocket, printing events as they arrive")
@@ -63,24 +60,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(**{field: getattr(args, field) for field in ServerConfig.__struct_fields__})
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from sasr.models.build import build_engine
     from sasr.server.app import create_app
 
-    config = ServerConfig(
-        model=args.model, served_model_name=args.served_model_name, host=args.host, port=args.port,
-        device=args.device, dtype=args.dtype, max_audio_seconds=args.max_audio_seconds,
-        max_upload_mb=args.max_upload_mb, max_queued_requests=args.max_queued_requests,
-        max_num_seqs=args.max_num_seqs, enforce_eager=args.enforce_eager, max_sessions=args.max_sessions,
-        chunk_seconds=args.chunk_seconds, max_buffer_seconds=args.max_buffer_seconds,
-        load_format=args.load_format, enable_prefix_caching=args.enable_prefix_caching,
-        num_kv_blocks=args.num_kv_blocks,
-    )
-    engine = build_engine(config.model, config.device, config.dtype, config.max_num_seqs,
-                          config.max_queued_requests, config.enforce_eager, config.load_format,
-                          config.enable_prefix_caching, config.num_kv_blocks)
+    config = config_from_args(args)
+    engine = build_engine(config.model, config.device, config.dtype, max_num_seqs=config.max_num_seqs,
+                          max_queued=config.max_queued_requests, enforce_eager=config.enforce_eager,
+                          load_format=config.load_format, enable_prefix_caching=config.enable_prefix_caching,
+                          num_kv_blocks=config.num_kv_blocks)
     name = config.served_model_name or engine.served_name
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
     # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP

@@ -1,25 +1,57 @@
-"""Server settings, shared by the CLI and create_app."""
+"""Server settings, defined once: the struct create_app reads, and from its fields the `sasr serve` flags.
+
+Each field's help is its `description`; `extra` holds what only the command line needs: `flag` (a name
+other than `--field-name`) and `env` (an environment variable that overrides the default).
+"""
 
 from __future__ import annotations
+
+from typing import Annotated, Literal
 
 import msgspec
 
 
+def setting(help: str, **extra: str) -> msgspec.Meta:
+    """A field's help text and command-line extras."""
+    return msgspec.Meta(description=help, extra=extra)
+
+
 class ServerConfig(msgspec.Struct, kw_only=True):
-    model: str | None = None  # bundled tiny.en when None; else a directory or hub id
-    served_model_name: str | None = None  # name clients pass as `model`; derived from the model if None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    device: str = "auto"  # auto: cuda if present, else cpu
-    dtype: str = "auto"  # auto: float16 on cuda, float32 on cpu
-    max_audio_seconds: float = 3600.0  # longer uploads get a 400
-    max_upload_mb: float = 100.0  # request bodies larger than this get a 413
-    max_queued_requests: int = 64  # beyond this, 503 with Retry-After
-    max_num_seqs: int = 16  # windows decoded together (KV arena slots); more wait in the queue
-    enforce_eager: bool = False  # CUDA: no graphs (the eager reference path)
-    load_format: str = "auto"  # dummy: random weights from the model's config (Qwen3-ASR; for measuring cost)
-    enable_prefix_caching: bool = True  # Qwen3-ASR: reuse KV blocks of prompts that start alike
-    num_kv_blocks: int | None = None  # Qwen3-ASR: KV arena size in 16-token blocks; None: sized at start
-    max_sessions: int = 64  # live WebSocket sessions at once; more get too_many_sessions
-    chunk_seconds: float | None = None  # new audio per live decode; None: the model's default (1 s Whisper, 2 s Qwen3-ASR)
-    max_buffer_seconds: float = 60.0  # live audio buffered past this gets buffer_overflow
+    model: Annotated[str | None, setting(
+        "Whisper or Qwen3-ASR checkpoint: a transformers (or Whisper CTranslate2) directory, a hub id, "
+        "or qwen3-asr-0.6b with --load-format dummy (default: the bundled Whisper tiny.en, no network needed)"
+    )] = None
+    load_format: Annotated[Literal["auto", "dummy"], setting(
+        "dummy: random weights of the model's shapes, a fixed number of output tokens "
+        "(Qwen3-ASR; measures cost where weights cannot be fetched)"
+    )] = "auto"
+    served_model_name: Annotated[str | None, setting(
+        "name clients pass as `model` (default: from the model; whisper-1 is always accepted)"
+    )] = None
+    host: Annotated[str, setting("address to listen on", env="HOST")] = "127.0.0.1"
+    port: Annotated[int, setting("port to listen on", env="PORT")] = 8000
+    device: Annotated[str, setting("cpu, cuda, cuda:N or auto (cuda if present)")] = "auto"
+    dtype: Annotated[Literal["auto", "float32", "float16", "bfloat16"], setting(
+        "auto: float16 (Whisper) or bfloat16 (Qwen3-ASR) on cuda, float32 on cpu"
+    )] = "auto"
+    max_audio_seconds: Annotated[float, setting("longer uploads get a 400")] = 3600.0
+    max_upload_mb: Annotated[float, setting("request bodies larger than this get a 413")] = 100.0
+    max_queued_requests: Annotated[int, setting("requests admitted at once; more get 503 with Retry-After")] = 64
+    max_num_seqs: Annotated[int, setting(
+        "windows decoded together in one batch (KV arena slots); more wait in the queue"
+    )] = 16
+    enforce_eager: Annotated[bool, setting("on CUDA, run without CUDA graphs (the eager reference path)")] = False
+    max_sessions: Annotated[int, setting("live WebSocket sessions at once; more get too_many_sessions")] = 64
+    chunk_seconds: Annotated[float | None, setting(
+        "new audio a live session gathers before each decode (default: 1 s Whisper, 2 s Qwen3-ASR)"
+    )] = None
+    enable_prefix_caching: Annotated[bool, setting(
+        "Qwen3-ASR: reuse the KV blocks of prompts that start alike; "
+        "--no-prefix-caching recomputes every prompt in full (for comparison)", flag="--no-prefix-caching"
+    )] = True
+    num_kv_blocks: Annotated[int | None, setting(
+        "Qwen3-ASR: KV arena size in 16-token blocks (default: sized from memory)"
+    )] = None
+    max_buffer_seconds: Annotated[float, setting(
+        "live audio buffered past this ends the session with buffer_overflow"
+    )] = 60.0
