@@ -15,7 +15,7 @@ def tokens_of(result) -> list[list[int]]:
 
 
 def counter(engine, name: str) -> float:
-    return engine.metrics.counters[name][()]
+    return engine.metrics.value(name)
 
 
 @pytest.fixture(scope="module")

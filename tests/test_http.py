@@ -14,6 +14,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile as sf
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.server import Server
 from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, speak
@@ -196,6 +197,8 @@ def test_models_health_metrics(client, server, five_sentences):
     assert re.search(r"sasr_audio_seconds_total [1-9]", metrics)
     assert 'sasr_request_latency_seconds_bucket{endpoint="transcriptions",le="+Inf"}' in metrics
     assert "sasr_engine_kv_slots_total 16" in metrics and "sasr_engine_step_seconds_count" in metrics
+    families = [family.name for family in text_string_to_metric_families(metrics)]
+    assert len(families) == len(set(families))  # the app's and the engine's text join into one exposition
 
 
 def test_full_queue_gets_503(cache_dir, long_speech):
@@ -254,7 +257,7 @@ def test_client_disconnect_frees_the_engine(server, long_speech):
             assert time.monotonic() < deadline
             time.sleep(0.02)
     deadline = time.monotonic() + 10  # closed: the request's sequence leaves at the next step
-    idle = ("sasr_requests_in_engine 0\n", "sasr_engine_running_sequences 0\n")
+    idle = ("sasr_requests_in_engine 0.0\n", "sasr_engine_running_sequences 0.0\n")
     while not all(line in (metrics := httpx.get(f"{server.url}/metrics").text) for line in idle):
         assert time.monotonic() < deadline, metrics
         time.sleep(0.05)

@@ -137,7 +137,7 @@ async def test_disconnect_mid_stream_leaves_server_healthy(server, twenty_second
         await ws.send(pcm16(audio[: 16000 * 5]))
         await asyncio.sleep(0.5)
     deadline = time.monotonic() + 10
-    while "sasr_engine_running_sequences 0\n" not in httpx.get(f"{server.url}/metrics").text:
+    while "sasr_engine_running_sequences 0.0\n" not in httpx.get(f"{server.url}/metrics").text:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     assert server.healthy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import typing
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -19,10 +20,11 @@ from sasr.protocol import (
     SessionStarted,
     StreamError,
     StreamErrorCode,
+    client_event_decoder,
 )
 
 log = logging.getLogger("sasr")
-_KNOWN_TYPES = {"session.start", "session.end"}
+_CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
 # close codes: 1008 policy violation (client mistakes), 1011 server fault, 1013 try again later
 _CLOSE_CODES = {StreamErrorCode.INTERNAL_ERROR: 1011, StreamErrorCode.TOO_MANY_SESSIONS: 1013}
 
@@ -35,17 +37,21 @@ class StreamFailure(Exception):
 
 def parse_event(text: str | bytes) -> ClientEvent:
     try:
-        raw = msgspec.json.decode(text)
+        return client_event_decoder.decode(text)
+    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
+        raise _refused(text, exc) from None
     except msgspec.DecodeError:
         raise StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON") from None
+
+
+def _refused(text: str | bytes, exc: msgspec.ValidationError) -> StreamFailure:
+    """Valid JSON the typed decoder refused: the code says whether it is an event at all, and a known one."""
+    raw = msgspec.json.decode(text)
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
-    if raw["type"] not in _KNOWN_TYPES:
-        raise StreamFailure(StreamErrorCode.UNKNOWN_MESSAGE, f"unknown message type {raw['type']!r}")
-    try:
-        return msgspec.convert(raw, ClientEvent)
-    except msgspec.ValidationError as exc:
-        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD, f"{raw['type']}: {exc}") from None
+        return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
+    if raw["type"] not in _CLIENT_TYPES:
+        return StreamFailure(StreamErrorCode.UNKNOWN_MESSAGE, f"unknown message type {raw['type']!r}")
+    return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, f"{raw['type']}: {exc}")
 
 
 def open_session(start: SessionStart, socket: WebSocket, state: State) -> Session:
@@ -94,21 +100,21 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
                     raise StreamFailure(StreamErrorCode.INVALID_STATE, "audio before session.start")
                 session.feed(message["bytes"])
                 continue
-            event = parse_event(message.get("text") or "")
-            if isinstance(event, SessionStart):
-                if session is not None:
-                    raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.start sent twice")
-                session = open_session(event, socket, state)
-                state.sessions.add(session)
-                metrics.inc("sasr_stream_sessions_total", help="Live sessions started")
-                await socket.send_text(msgspec.json.encode(SessionStarted(session_id=session.id)).decode())
-            elif isinstance(event, SessionEnd):
-                if session is None:
-                    raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.end before session.start")
-                final = await session.finish()
-                await socket.send_text(msgspec.json.encode(final).decode())
-                await socket.close(1000)
-                return
+            match parse_event(message.get("text") or ""):
+                case SessionStart() as start:
+                    if session is not None:
+                        raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.start sent twice")
+                    session = open_session(start, socket, state)
+                    state.sessions.add(session)
+                    metrics.inc("sasr_stream_sessions_total", help="Live sessions started")
+                    await socket.send_text(msgspec.json.encode(SessionStarted(session_id=session.id)).decode())
+                case SessionEnd():
+                    if session is None:
+                        raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.end before session.start")
+                    final = await session.finish()
+                    await socket.send_text(msgspec.json.encode(final).decode())
+                    await socket.close(1000)
+                    return
     except StreamFailure as exc:
         metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code=exc.code.value)
         await fail(socket, exc.code, exc.message)
