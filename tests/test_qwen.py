@@ -84,6 +84,29 @@ def test_forward_matches_transformers(tiny, speech):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+def test_padding_tokens_write_only_the_scratch_row(tiny, speech):
+    """A batched prefill pads the shorter prompt: its padding writes the arena's scratch row, never a
+    block, and each prompt's tokens land in the rows of its own blocks."""
+    from sasr.engine.batch import Batch, NewSequence, SamplingParams
+    from sasr.models.qwen3_asr.decode import make_job
+    from sasr.models.qwen3_asr.model import Qwen3ASR
+    from sasr.models.qwen3_asr.runner import PagedRunner
+
+    runner = PagedRunner(Qwen3ASR(tiny.model), tiny.vocab, max_num_seqs=2, num_blocks=32, block_size=16, max_len=256)
+    jobs = [make_job(tiny.vocab, speech[0], "en"), make_job(tiny.vocab, concat(speech[1:3]), "en")]
+    lengths = [len(job.prompt.ids) for job in jobs]
+    assert lengths[0] < lengths[1] <= 256
+    tables = [list(range(16, 32)), list(range(16))]  # the shorter prompt's blocks come second
+    runner.step(Batch(new=[NewSequence(i, i, job.prompt.ids, [], SamplingParams(), job.windows, tables[i])
+                           for i, job in enumerate(jobs)]))
+    written = runner.arena.k[0].abs().sum((1, 2)) > 0  # [rows]: which arena rows hold a key
+    expected = torch.zeros_like(written)
+    for table, length in zip(tables, lengths):
+        expected[[table[p // 16] * 16 + p % 16 for p in range(length)]] = True
+    expected[runner.arena.scratch_row] = True
+    assert torch.equal(written, expected)
+
+
 def test_original_layout_is_refused(tmp_path):
     from sasr.models.qwen3_asr.load import load_qwen3_asr
 

@@ -31,11 +31,24 @@ from sasr.models.qwen3_asr.vocab import (
 
 @dataclass
 class PagedKV:
-    """The block arena: keys and values of every block, for every decoder layer."""
+    """The block arena: keys and values of every block, for every decoder layer, and one scratch row
+    after the blocks where padding tokens write (no block table holds it, so nothing reads it)."""
 
-    k: torch.Tensor  # [L, num_blocks * block_size, Hkv, Dh]
-    v: torch.Tensor  # [L, num_blocks * block_size, Hkv, Dh]
+    k: torch.Tensor  # [L, num_blocks * block_size + 1, Hkv, Dh]
+    v: torch.Tensor  # [L, num_blocks * block_size + 1, Hkv, Dh]
     block_size: int
+
+    @property
+    def num_blocks(self) -> int:
+        return (self.k.shape[1] - 1) // self.block_size
+
+    @property
+    def scratch_row(self) -> int:
+        return self.num_blocks * self.block_size
+
+    def blocks(self, layer: torch.Tensor) -> torch.Tensor:
+        """One layer's K or V [rows, Hkv, Dh] as whole blocks: [num_blocks, block_size * Hkv * Dh]."""
+        return layer[: self.scratch_row].view(self.num_blocks, -1)
 
 
 class Qwen3ASR:
@@ -109,9 +122,15 @@ class Qwen3ASR:
     # -- decoder ---------------------------------------------------------------------------------
 
     def new_arena(self, num_blocks: int, block_size: int) -> PagedKV:
-        shape = (self.num_layers, num_blocks * block_size, self.num_kv_heads, self.head_dim)
-        zeros = lambda: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
+        shape = (self.num_layers, num_blocks * block_size + 1, self.num_kv_heads, self.head_dim)
+        zeros = lambda: torch.zeros(shape, device=self.device, dtype=self.dtype)
         return PagedKV(zeros(), zeros(), block_size)
+
+    @staticmethod
+    def _norm(norm, x: torch.Tensor) -> torch.Tensor:
+        """transformers' Qwen3RMSNorm (normalise in fp32, scale in x's dtype) in one fused op, not eight."""
+        normed = F.rms_norm(x.float(), x.shape[-1:], eps=norm.variance_epsilon)
+        return norm.weight * normed.to(x.dtype)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.lm.embed_tokens(tokens)
@@ -126,31 +145,34 @@ class Qwen3ASR:
                block_tables: torch.Tensor, kv_len: int) -> torch.Tensor:
         """Run input embeddings x [B, T, D] at positions [B, T]; return final hidden states [B, T, D].
 
-        Each token's K/V is written to its arena row slots[b, t] (-1: a padding token, not written);
-        each query attends to its sequence's keys (rows of its block table [B, num_blocks]) at
-        positions up to its own, within the first kv_len positions.
+        Each token's K/V is written to its arena row slots[b, t] (a padding token's is the scratch
+        row); each query attends to its sequence's keys at positions up to its own, within the first
+        kv_len positions: the leading blocks of its block table [B, max_blocks] (columns past its
+        own blocks may hold any block: their positions are masked). Shapes depend on B, T and kv_len
+        only, and nothing here reads a tensor's values on the host.
         """
-        batch, num_tokens, _ = x.shape
-        real = slots >= 0
-        write = slots[real]  # [N]
-        # key rows of each sequence, in position order: [B, kv_len]
+        batch = x.shape[0]
+        write = slots.flatten()  # [B*T]
+        num_key_blocks = -(-kv_len // arena.block_size)
+        key_blocks = block_tables[:, :num_key_blocks].flatten()  # [B*nb]
         offsets = torch.arange(kv_len, device=self.device)
-        key_rows = block_tables[:, offsets // arena.block_size] * arena.block_size + offsets % arena.block_size
         mask = (offsets[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, kv_len]
         cos, sin = self.lm.rotary_emb(x, positions)
         for i, layer in enumerate(self.lm.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_norm(attn.q_proj(h).unflatten(-1, (self.num_heads, self.head_dim)))  # [B, T, H, Dh]
-            k = attn.k_norm(attn.k_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim)))
+            h = self._norm(layer.input_layernorm, x)
+            q = self._norm(attn.q_norm, attn.q_proj(h).unflatten(-1, (self.num_heads, self.head_dim)))  # [B, T, H, Dh]
+            k = self._norm(attn.k_norm, attn.k_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim)))
             v = attn.v_proj(h).unflatten(-1, (self.num_kv_heads, self.head_dim))
             q, k = apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=2)
-            arena.k[i].index_copy_(0, write, k[real])
-            arena.v[i].index_copy_(0, write, v[real])
-            keys, values = arena.k[i][key_rows], arena.v[i][key_rows]  # [B, kv_len, Hkv, Dh]
+            arena.k[i].index_copy_(0, write, k.flatten(0, 1))
+            arena.v[i].index_copy_(0, write, v.flatten(0, 1))
+            # whole blocks, one contiguous copy each: [B, nb * block_size, Hkv, Dh], cut to kv_len
+            keys, values = (arena.blocks(t[i]).index_select(0, key_blocks).view(batch, -1, *k.shape[2:])[:, :kv_len]
+                            for t in (arena.k, arena.v))
             o = F.scaled_dot_product_attention(
                 q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask, enable_gqa=True
             )
             x = x + attn.o_proj(o.transpose(1, 2).flatten(2))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        return self.lm.norm(x)
+            x = x + layer.mlp(self._norm(layer.post_attention_layernorm, x))
+        return self._norm(self.lm.norm, x)

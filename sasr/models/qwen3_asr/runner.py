@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 import torch
 
 from sasr.engine.batch import AudioWindow, Batch, DecodeRow, NewSequence, StepOutput
@@ -35,6 +36,22 @@ class SuppressIds:
         logits += self.mask
 
 
+class Staged:
+    """A preallocated integer input: filled on the host through a numpy view, copied to the device in
+    one go (on the CPU the host buffer is the input itself, nothing is copied)."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
+        self.host = torch.zeros(shape, dtype=torch.long, pin_memory=device.type == "cuda")
+        self.np = self.host.numpy()
+        self.device = self.host if device.type == "cpu" else torch.zeros(shape, dtype=torch.long, device=device)
+
+    def upload(self, *index: slice) -> torch.Tensor:
+        """The device view of host[index], copied there."""
+        if self.device is not self.host:
+            self.device[index].copy_(self.host[index], non_blocking=True)
+        return self.device[index]
+
+
 class PagedRunner:
     def __init__(self, model: Qwen3ASR, vocab: Qwen3Vocab, max_num_seqs: int, num_blocks: int,
                  block_size: int, max_len: int, ignore_eos: bool = False, max_cached_windows: int = 256) -> None:
@@ -48,39 +65,38 @@ class PagedRunner:
         self.max_cached_windows = max_cached_windows
         self.num_windows_encoded = 0  # encoder work, for the metrics
         self.num_window_hits = 0
-        # staging for the decode step: filled on the host, copied in one go
-        pin = self.device.type == "cuda"
-        self.host_tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
-        self.host_positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, pin_memory=pin)
-        self.host_tables = torch.zeros(max_num_seqs, self.max_blocks_per_seq, dtype=torch.long, pin_memory=pin)
-        self.tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
-        self.positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
-        self.tables = torch.zeros(max_num_seqs, self.max_blocks_per_seq, dtype=torch.long, device=self.device)
+        # Staging, one set for the decode rows and one for the new sequences (a step fills both before
+        # either copy has surely landed): (token, position, arena row) per token, and block tables.
+        staged = lambda *shape: Staged(shape, self.device)
+        self.decode_ints = staged(3, max_num_seqs, 1)  # [3, S, 1]
+        self.decode_tables = staged(max_num_seqs, self.max_blocks_per_seq)
+        self.prefill_ints = staged(3, max_num_seqs, max_len)  # [3, S, max_len]
+        self.prefill_tables = staged(max_num_seqs, self.max_blocks_per_seq)
+        self.prefill_last = staged(max_num_seqs)  # each new sequence's last token, as a row of [S * width]
 
     def arena_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.arena.k, self.arena.v))
 
-    def _slots(self, table: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Arena rows of positions [B, T] under block tables [B, max_blocks]."""
-        blocks = torch.gather(table, 1, positions // self.block_size)
-        return blocks * self.block_size + positions % self.block_size
+    def _arena_row(self, table: list[int], position: int) -> int:
+        return table[position // self.block_size] * self.block_size + position % self.block_size
 
     # -- decode ------------------------------------------------------------------------------------
 
     def decode(self, rows: list[DecodeRow]) -> torch.Tensor:
         """Logits [len(rows), V] of each running sequence's next token."""
         n = len(rows)
-        self.host_tokens[:n, 0] = torch.tensor([r.token for r in rows])
-        self.host_positions[:n, 0] = torch.tensor([r.position for r in rows])
-        width = max(len(r.block_table) for r in rows)  # columns past a row's table are never read
-        self.host_tables[:n, :width] = torch.tensor([r.block_table + [0] * (width - len(r.block_table)) for r in rows])
-        self.tokens[:n].copy_(self.host_tokens[:n])
-        self.positions[:n].copy_(self.host_positions[:n])
-        self.tables[:n].copy_(self.host_tables[:n])
+        ints = self.decode_ints.np
+        ints[0, :n, 0] = [r.token for r in rows]
+        ints[1, :n, 0] = [r.position for r in rows]
+        ints[2, :n, 0] = [self._arena_row(r.block_table, r.position) for r in rows]
         kv_len = max(r.position for r in rows) + 1
-        slots = self._slots(self.tables[:n], self.positions[:n])
-        x = self.model.embed(self.tokens[:n])  # [n, 1, D]
-        hidden = self.model.decode(self.arena, x, self.positions[:n], slots, self.tables[:n], kv_len)
+        num_key_blocks = -(-kv_len // self.block_size)
+        for i, r in enumerate(rows):  # columns past a row's table keep older blocks: never attended to
+            table = r.block_table[:num_key_blocks]
+            self.decode_tables.np[i, : len(table)] = table
+        tokens, positions, slots = self.decode_ints.upload(slice(None), slice(0, n)).unbind(0)  # [n, 1] each
+        tables = self.decode_tables.upload(slice(0, n), slice(0, num_key_blocks))
+        hidden = self.model.decode(self.arena, self.model.embed(tokens), positions, slots, tables, kv_len)
         return self.model.logits(hidden[:, -1])
 
     # -- new sequences: encode what is missing, prefill what is not cached ---------------------------
@@ -114,15 +130,20 @@ class PagedRunner:
         """Compute each new sequence's prompt after its cached prefix; logits [N, V] of its last token."""
         audio = self._audio_embeddings(new)
         counts = [len(seq.prefix) - seq.num_cached for seq in new]
-        width = max(counts)
-        ids = torch.zeros(len(new), width, dtype=torch.long)
-        positions = torch.zeros(len(new), width, dtype=torch.long)
-        tables = torch.zeros(len(new), self.max_blocks_per_seq, dtype=torch.long)
+        n, width = len(new), max(counts)
+        kv_len = max(len(seq.prefix) for seq in new)
+        num_key_blocks = -(-kv_len // self.block_size)
+        ints, tables = self.prefill_ints.np, self.prefill_tables.np
         for i, seq in enumerate(new):
-            ids[i, : counts[i]] = torch.tensor(seq.prefix[seq.num_cached :])
-            positions[i, : counts[i]] = torch.arange(seq.num_cached, len(seq.prefix))
-            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table)
-        ids, positions, tables = ids.to(self.device), positions.to(self.device), tables.to(self.device)
+            count, table = counts[i], np.asarray(seq.block_table)
+            positions = np.arange(seq.num_cached, len(seq.prefix))
+            ints[0, i, :count] = seq.prefix[seq.num_cached :]
+            ints[1, i, :count] = positions
+            ints[2, i, :count] = table[positions // self.block_size] * self.block_size + positions % self.block_size
+            ints[:, i, count:width] = [[0], [0], [self.arena.scratch_row]]  # padding writes the scratch row
+            tables[i, : min(len(table), num_key_blocks)] = table[:num_key_blocks]
+            self.prefill_last.np[i] = i * width + count - 1
+        ids, positions, slots = self.prefill_ints.upload(slice(None), slice(0, n), slice(0, width)).unbind(0)
         x = self.model.embed(ids)  # [N, width, D]
         for i, seq in enumerate(new):
             for w in seq.inputs:
@@ -131,13 +152,10 @@ class PagedRunner:
                 if skip < w.num_tokens:
                     start = w.first_token + skip - seq.num_cached
                     x[i, start : start + w.num_tokens - skip] = audio[w.key][skip:]
-        slots = self._slots(tables, positions)
-        pad = torch.arange(width, device=self.device)[None, :] >= torch.tensor(counts, device=self.device)[:, None]
-        slots[pad] = -1  # padding tokens write nothing
-        kv_len = max(len(seq.prefix) for seq in new)
-        hidden = self.model.decode(self.arena, x, positions, slots, tables, kv_len)  # [N, width, D]
-        last = torch.tensor(counts, device=self.device) - 1
-        return self.model.logits(hidden[torch.arange(len(new), device=self.device), last])
+        block_tables = self.prefill_tables.upload(slice(0, n), slice(0, num_key_blocks))
+        hidden = self.model.decode(self.arena, x, positions, slots, block_tables, kv_len)  # [N, width, D]
+        last = self.prefill_last.upload(slice(0, n))
+        return self.model.logits(hidden.flatten(0, 1).index_select(0, last))
 
     @torch.inference_mode()
     def step(self, batch: Batch) -> StepOutput:
