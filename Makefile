@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench bench-stream bench-prefix bench-kernels system-deps clean
+.PHONY: setup serve test bench bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -49,8 +49,44 @@ bench: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
 
-bench-stream: setup system-deps
+# The streaming bench's corpus (bench/corpus.py): espeak-ng and flite voices, sox, and real speech
+# from alsa-utils and pocketsphinx-testdata (two more recordings come from PyPI by `pip download`).
+BENCH_DEBS := espeak-ng sox alsa-utils flite pocketsphinx-testdata
+bench-deps:
+	@missing=""; for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# Streamed vs uploaded accuracy per corpus slice, then N real-time sessions (BENCH_ARGS: --slices, --levels, ...)
+bench-stream: setup system-deps bench-deps
 	$(BIN)/python -m bench.stream_load $(BENCH_ARGS)
+
+# The same with WhisperLive 0.10.0 as the peer, in its own environment (never the project's):
+# whisper-live without its dependency list (PyAudio, openvino, ...), plus what its server imports;
+# torch as for setup (a CPU build without an NVIDIA GPU).
+PEER_VENV ?= .venv-bench-whisperlive
+PEER_BIN := $(PEER_VENV)/bin
+$(PEER_VENV)/.installed:
+	test -x $(PEER_BIN)/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_BIN)/python -m pip install -q --upgrade pip
+	@if $(PEER_BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed"; \
+	elif nvidia-smi -L >/dev/null 2>&1; then \
+	  $(PEER_BIN)/python -m pip install -q torch==$(TORCH_VERSION); \
+	elif rm -rf $(PEER_VENV)/.torch && $(PEER_BIN)/python -m pip download -q --no-index --no-deps -d $(PEER_VENV)/.torch torch==$(TORCH_VERSION) 2>/dev/null; then \
+	  $(PEER_BIN)/python -m pip install -q $(PEER_VENV)/.torch/torch-*.whl && rm -rf $(PEER_VENV)/.torch; \
+	else \
+	  $(PEER_BIN)/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	fi
+	$(PEER_BIN)/python -m pip install -q --no-deps whisper-live==0.10.0
+	$(PEER_BIN)/python -m pip install -q faster-whisper==1.2.0 websockets fastapi uvicorn python-multipart scipy av numpy requests
+	$(PEER_BIN)/python -c "import whisper_live.server, whisper_live.backend.faster_whisper_backend"
+	touch $@
+
+bench-stream-peer: setup system-deps bench-deps $(PEER_VENV)/.installed
+	$(BIN)/python -m bench.stream_load --peer whisperlive $(BENCH_ARGS)
 
 # Qwen3-ASR prefix KV reuse: per-chunk cost against session length, reuse on vs off (random weights)
 bench-prefix: setup system-deps
