@@ -139,11 +139,15 @@ class SessionStarted(msgspec.Struct, tag_field="type", tag="session.started"):
     session_id: str
 
 
-class TranscriptDelta(msgspec.Struct, tag_field="type", tag="transcript.delta"):
+class TranscriptDelta(msgspec.Struct, tag_field="type", tag="transcript.delta", omit_defaults=True):
     """One committed word (with its leading space after the first), never retracted."""
 
     delta: str
     audio_ms: int  # session audio the inference that produced it had heard
+    # extension: where the word was spoken on the session's audio clock (from the decoder's attention;
+    # omitted by models that cannot tell)
+    start_ms: int | None = None
+    end_ms: int | None = None
 
 
 class TranscriptPartial(msgspec.Struct, tag_field="type", tag="transcript.partial"):

@@ -44,17 +44,21 @@ class LivePolicy(Protocol):
 
     partial: str  # the not-yet-stable tail after the committed words
     received_samples: int  # session audio received so far
-    unprocessed_s: float  # audio received that no decode has heard yet
+    heard_samples: int  # session audio fully accounted for: decoded, or known to hold no speech
+    unprocessed_s: float  # audio received that the policy has not looked at yet
     buffered_s: float  # audio held in the buffer
+    files: bool  # the client streams a file (faster than speech): set by the session
 
-    def add_audio(self, samples: np.ndarray) -> None: ...
+    def add_audio(self, samples: np.ndarray, speech_probs: np.ndarray | None = None) -> None:
+        """Append audio and the speech probability of each 32 ms frame it completes."""
+        ...
 
     def next_job(self, final: bool = False, catch_up: bool = False) -> Any | None:
         """The next decode to run (one chunk more than the last), or None if there is nothing to hear."""
         ...
 
-    def update(self, job: Any, result: Any, final: bool = False) -> list[str]:
-        """Digest a decode of `job`; return the words it commits, in order."""
+    def update(self, job: Any, result: Any, final: bool = False) -> list[Any]:
+        """Digest a decode of `job`; return the words it commits, in order (live.commit.TimedWord)."""
         ...
 
 
@@ -68,6 +72,14 @@ class Engine(Protocol):
 
     def stream_policy(self, language: str | None, chunk_s: float) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits."""
+        ...
+
+    def new_vad(self) -> Any:
+        """A voice-activity stream for one live session (its state; the model is shared)."""
+        ...
+
+    async def run_vad(self, stream: Any, samples: np.ndarray) -> np.ndarray:
+        """Speech probabilities of the 32 ms frames these samples complete, computed off the event loop."""
         ...
 
     async def run_window(self, job: Any) -> Any:

@@ -14,10 +14,13 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 
 from sasr.audio.constants import SAMPLE_RATE
+from sasr.audio.vad import VADStream, load_vad
 from sasr.engine import EngineBusy, TranscriptionRequest, TranscriptionResult
 from sasr.engine.scheduler import Scheduler, Sequence, Status
 from sasr.metrics import Metrics
@@ -43,6 +46,8 @@ class EngineCore:
         self.wake = threading.Event()
         self.stopping = False
         self.last_batch_size = 0
+        self.vad = load_vad()  # shared by every live session; each keeps its own state
+        self.vad_thread = ThreadPoolExecutor(1, thread_name_prefix="sasr-vad")
         self.thread = threading.Thread(target=self._loop, name="sasr-engine", daemon=True)
         self.thread.start()
 
@@ -123,6 +128,12 @@ class EngineCore:
             raise RuntimeError("inference failed") from seq.error
         return seq
 
+    def new_vad(self) -> VADStream:
+        return VADStream(self.vad)
+
+    async def run_vad(self, stream: VADStream, samples: np.ndarray) -> np.ndarray:
+        return await asyncio.get_running_loop().run_in_executor(self.vad_thread, stream.speech_probs, samples)
+
     def check_capacity(self) -> None:
         """Raise EngineBusy if no further request can be admitted now."""
         if self.num_requests >= self.max_queued:
@@ -163,3 +174,4 @@ class EngineCore:
         self.stopping = True
         self.wake.set()
         self.thread.join(timeout=10)
+        self.vad_thread.shutdown(wait=False)

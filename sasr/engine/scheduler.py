@@ -43,11 +43,12 @@ class Sequence:
     max_new_tokens: int
     inputs: Any = None  # model-specific, passed to the runner untouched (see batch.NewSequence)
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    on_finish: Callable[["Sequence"], None] | None = None  # called by postprocess, on the engine thread
+    on_finish: Callable[[Sequence], None] | None = None  # called by postprocess, on the engine thread
     seq_id: int = field(default_factory=lambda: next(_ids))
     sampled: list[int] = field(default_factory=list)  # starts with any forced tokens (num_forced of them)
     num_forced: int = 0  # tokens after the prefix known in advance (a live session's committed text)
     sum_logprob: float = 0.0
+    logprobs: list[float] = field(default_factory=list)  # of each sampled token (the end of text too)
     extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
     slot: int = -1
     status: Status = Status.WAITING
@@ -171,6 +172,7 @@ class Scheduler:
                 seq.extras.append(output.extras[seq_id])
             token = output.tokens[row]
             seq.sum_logprob += output.logprobs[row]
+            seq.logprobs.append(output.logprobs[row])
             if token in self.stop_ids:
                 seq.status = Status.FINISHED
             else:

@@ -37,3 +37,39 @@ async def replay_session(engine, audio: np.ndarray, language: str = "en", chunk_
             "audio_computed": audio_end - max(job.prompt.audio_at, result.num_cached_tokens),
         })
     return records
+
+
+async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: float = 0.1,
+                        partials: bool = True) -> list:
+    """Stream audio through a live Session in-process; return the events it emits.
+
+    pace "file": the client sends faster than speech (finals only); "live": a client at the pace of
+    speech on a server that keeps up (each frame is fully handled before the next one is sent).
+    """
+    import asyncio
+
+    from sasr.live import session as live_session
+    from sasr.protocol import SessionStart
+
+    events = []
+
+    async def emit(event) -> None:
+        events.append(event)
+
+    slack = live_session.LIVE_SLACK_S
+    live_session.LIVE_SLACK_S = -1.0 if pace == "file" else 1e9
+    try:
+        session = live_session.Session(engine, SessionStart(partials=partials), emit)
+        step = round(frame_s * SAMPLE_RATE)
+        for start in range(0, len(audio), step):
+            session._take(audio[start : start + step])
+            if pace == "live":
+                while session.unprocessed_s > 0 or session.incoming:
+                    session.progress.clear()
+                    await asyncio.wait_for(session.progress.wait(), 60)
+            else:
+                await session.wait_for_room()
+        events.append(await session.finish())
+    finally:
+        live_session.LIVE_SLACK_S = slack
+    return events

@@ -13,13 +13,14 @@ the engine's prefix cache finds instead of recomputing. No torch here.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.energy import is_silent, quiet_point
-from sasr.live.commit import LiveBuffer
+from sasr.live.commit import LiveBuffer, TimedWord
 from sasr.models.qwen3_asr.decode import (
     CONTEXT_CHARS,
     CUT_SEARCH_S,
@@ -68,13 +69,25 @@ class Qwen3StreamingPolicy(LiveBuffer):
     hypothesis: list[int] = field(default_factory=list)  # text tokens of the segment's last decode
     committed: list[int] = field(default_factory=list)  # text tokens of the segment already sent
     context: str = ""  # committed text of earlier segments
+    speech_probs: deque = field(default_factory=deque)  # voice activity: unused here (energy gate)
+    files: bool = False
+
+    @property
+    def heard_samples(self) -> int:
+        return self.buffer_start + self.processed
 
     @property
     def partial(self) -> str:
         return self.vocab.text(self.hypothesis[len(self.committed) :]).strip()
 
     def next_job(self, final: bool = False, catch_up: bool = False) -> Qwen3Job | None:
-        """The next decode of the segment (one chunk more than the last), or None if it is silent."""
+        """The next decode of the segment (one chunk more than the last), or None if it is silent or a
+        chunk has not arrived yet."""
+        self.speech_probs.clear()
+        if not final and len(self.buffer) - self.processed < self.chunk_samples:
+            return None
+        if final and len(self.buffer) <= self.processed:
+            return None
         num_chunks = max(1, (len(self.buffer) - self.processed) // self.chunk_samples) if catch_up else 1
         end = len(self.buffer) if final else min(len(self.buffer), self.processed + num_chunks * self.chunk_samples)
         roll = not final and end >= self.max_context_samples
@@ -93,7 +106,7 @@ class Qwen3StreamingPolicy(LiveBuffer):
         job.end, job.roll = end, roll
         return job
 
-    def update(self, job: Qwen3Job, result: Qwen3Result, final: bool = False) -> list[str]:
+    def update(self, job: Qwen3Job, result: Qwen3Result, final: bool = False) -> list[TimedWord]:
         """Digest a decode of `job`; return the words it commits, in order."""
         language, hypothesis = read_output(self.vocab, job, result.tokens)
         if self.language is None and language is not None:
@@ -118,7 +131,7 @@ class Qwen3StreamingPolicy(LiveBuffer):
         self.num_decodes += 1
         if everything:
             self._end_segment(job.end)
-        return words
+        return [TimedWord(w) for w in words]
 
     def _end_segment(self, end: int) -> None:
         self.context = (self.context + self.vocab.text(self.committed))[-CONTEXT_CHARS:]

@@ -64,6 +64,7 @@ class WindowResult:
     # with job.alignment: [queries, heads, audio frames] alignment-head cross-attention of the queries
     # that predicted forced + sampled tokens + the end (query i predicts (forced + sampled + [eot])[i])
     attention: np.ndarray | None = None
+    logprobs: list[float] = field(default_factory=list)  # of each sampled token (tokens[num_forced:]), then the end
 
     @property
     def avg_logprob(self) -> float:
@@ -101,11 +102,22 @@ def decode_with_fallback(
     for temperature in temperatures:
         result = yield WindowJob(audio, prefix, sot_index, temperature, seed, max_new)
         ratio = compression_ratio(vocab.decode(result.tokens))
-        if is_no_speech(result):
-            break  # no temperature will find words that are not there
-        if ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN:
-            break
+        if is_no_speech(result) or acceptable(result, ratio):
+            break  # (no temperature finds words that are not there)
+    # as Whisper does, the hottest is kept when none is acceptable: a window's last timestamp moves the
+    # seek, and a cooler decode that stopped early was seen to skip 20 s of speech that way
     return result, temperature, ratio
+
+
+def acceptable(result: WindowResult, ratio: float) -> bool:
+    """Neither a repetition loop nor a guess."""
+    return ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN
+
+
+def best_attempt(attempts: list[tuple]) -> tuple:
+    """Where no temperature gave an acceptable live decode, the likeliest of those that do not loop (the
+    last, hottest one is often the worst)."""
+    return max(attempts, key=lambda a: (a[-1] <= COMPRESSION_RATIO_MAX, a[0].avg_logprob))
 
 
 def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, list[int]]], int | None]:

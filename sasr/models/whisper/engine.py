@@ -49,7 +49,7 @@ class WhisperEngine(EngineCore):
         await self.run_sequence(seq)
         attention = np.concatenate([x.attention for x in seq.extras]) if alignment else None
         return WindowResult(list(seq.sampled), seq.sum_logprob, seq.extras[0].no_speech_prob, seq.num_forced,
-                            attention)
+                            attention, seq.logprobs)
 
     async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
         """The request's segments, each as soon as the window holding it is decoded."""

@@ -26,7 +26,7 @@ class History:
     last_timestamp: torch.Tensor  # the latest timestamp token among them (-1 if none)
 
     @classmethod
-    def of(cls, histories: list[list[int]], timestamp_begin: int, device: torch.device) -> "History":
+    def of(cls, histories: list[list[int]], timestamp_begin: int, device: torch.device) -> History:
         rows = []
         for h in histories:
             last_ts = next((t for t in reversed(h) if t >= timestamp_begin), -1)

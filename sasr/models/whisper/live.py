@@ -1,64 +1,99 @@
-"""Live streaming policy: which audio to re-decode, and which words are stable enough to send.
+"""Whisper's live policy: utterances cut by voice activity, cheap partials while one is spoken, and
+an accurate final decode with full context when it ends.
 
-Every chunk the session re-decodes its buffer (the audio since the last trim, at most 30 s): the
-committed text before the buffer is the prompt, the committed tokens inside it are forced (prefilled
-in one pass, not decoded again), and of the words decoded after them only the prefix two consecutive
-hypotheses agree on is committed (LocalAgreement-2). Once the buffer is longer than TRIM_S it is cut
-at the end of its last committed segment, so the cost per chunk does not grow with the session.
-No torch here.
+The decode window is the current utterance (from a little before its onset) after up to HISTORY_S of
+earlier utterances, whose committed text is forced, with older text as the prompt: nothing is trimmed
+mid-speech, and the model hears its context as an upload's 30 s windows would. While an utterance is
+spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
+shown) and, every COMMIT_EVERY points, a commit decode (encoded as 30 s, as Whisper was trained) that
+commits the words the decode before agreed on, that the model was sure of, and that end GUARD_S
+before the audio it heard (Whisper's last words are its least reliable). When ENDPOINT_S of silence
+ends the utterance, a final decode commits the rest, with Whisper's temperature fallback where it
+looks like a loop or a guess (the likeliest attempt kept, never nothing). A client streaming a file
+gets finals only: each utterance decoded once, as an upload would be. An utterance longer than
+MAX_WINDOW_S is cut after its last committed word, never dropped. Silence costs no decode. Word
+timings come from the decoder's cross-attention (timing.py).
+
+Decision points are met in audio order, frame by frame, so what a session commits depends on its
+audio alone (and on whether it streams a file), not on how busy the server is; a live session the
+server has fallen behind may `catch_up`, skipping partials and commit decodes (never finals). No torch here.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from sasr.audio.constants import (
-    FRAMES_PER_S,
-    HOP_SAMPLES,
-    SAMPLE_RATE,
-    WINDOW_FRAMES,
-    WINDOW_SAMPLES,
+from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
+from sasr.live.commit import (
+    VAD_FRAME_SAMPLES,
+    LiveBuffer,
+    SpeechTracker,
+    TimedWord,
+    agreed_prefix,
 )
-from sasr.audio.energy import is_silent
-from sasr.live.commit import LiveBuffer, LocalAgreement, split_words
 from sasr.models.whisper.decode import (
-    COMPRESSION_RATIO_MAX,
+    FALLBACK_TEMPERATURES,
+    LOGPROB_MIN,
+    NO_SPEECH_MIN,
     WindowJob,
     WindowResult,
+    acceptable,
+    best_attempt,
     compression_ratio,
-    is_no_speech,
     prefix_for,
 )
+from sasr.models.whisper.timing import Word, split_word_tokens, word_timings
 from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 
-TRIM_S = 6.0  # beyond this the buffer is cut at a committed segment boundary
-FORCE_S = 24.0  # beyond this everything decoded is committed and the buffer cut, whatever agrees
-# Encode the buffer plus 5 s of silence (rounded up to whole seconds), not a padded 30 s: far cheaper,
-# and on tiny.en as accurate as 30 s windows were in streaming (WER measured with 1, 3, 5, 10 s of pad:
-# 0.271, 0.263, 0.250, 0.250 on a 90 s file whose one-shot WER is 0.217).
-PAD_FRAMES = 5 * FRAMES_PER_S
-PROMPT_TOKENS = 100  # committed tokens before the buffer passed as the prompt
+ENDPOINT_S = 0.5  # silence that ends an utterance
+LEAD_S = 0.3  # audio kept before an utterance's onset
+TAIL_S = 0.3  # silence after an utterance that its final decode hears
+GUARD_S = 0.6  # a commit decode commits only words ending this far before the audio it heard,
+MIN_WORD_PROB = 0.5  # whose every token was at least this likely, and that the decode before agreed on
+COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
+MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
+HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
+HISTORY_GAP_S = 2.0  # a pause this long drops them
+PAD_S = 5.0  # silence appended to a partial's window before encoding: cheap, and partials only show
+FINAL_PAD_S = 30.0  # the decodes that commit: encoded as 30 s, as Whisper was trained (short pads hallucinated)
+PROMPT_TOKENS = 100  # committed tokens before the window passed as the prompt
+PARTIAL, COMMIT, FINAL, FORCED = "partial", "commit", "final", "forced"
+
+
+@dataclass
+class LiveJob(WindowJob):
+    kind: str = PARTIAL  # partial: show the tail; commit: also commit what is stable; final: commit all; forced: cut a long one
+    skip: int = 0  # buffer samples before its window (a partial leaves the earlier utterances out)
+    end: int = 0  # samples of the buffer it hears
+    fallback: int = 0  # index into FALLBACK_TEMPERATURES
+
+
+def words_of(vocab: WhisperVocab, result: WindowResult, num_audio_samples: int) -> list[Word]:
+    """The decode's words, forced ones first (a word never spans the two), with times in seconds
+    from the window's start."""
+    frames = num_audio_samples // (2 * HOP_SAMPLES)
+    if result.attention is not None:
+        return word_timings(vocab, result.tokens, result.attention, frames, boundary=result.num_forced)
+    groups = split_word_tokens(vocab, result.tokens, boundary=result.num_forced)
+    step = num_audio_samples / SAMPLE_RATE / max(1, len(groups))  # no alignment heads: spread them evenly
+    return [Word(vocab.decode(g), round(i * step, 2), round((i + 1) * step, 2), g) for i, g in enumerate(groups)]
 
 
 def token_cut(vocab: WhisperVocab, tokens: list[int], num_words: int) -> int:
     """Number of leading tokens that spell the first num_words words (and any timestamps after them)."""
     if num_words == 0:
         return 0
-    for i in range(len(tokens)):
-        if len(split_words(vocab.decode(tokens[: i + 1]))) > num_words:
-            return i  # token i starts the next word
+    seen = 0
+    for i, token in enumerate(tokens):
+        if token < vocab.eot and (seen == 0 or vocab.decode([token]).startswith(" ")):
+            if seen == num_words:
+                return i
+            seen += 1
     return len(tokens)
-
-
-def last_segment_end(tokens: list[int], begin: int) -> int:
-    """Index just past the last closed segment (a closing timestamp followed by an opening one), or 0."""
-    for i in range(len(tokens) - 2, -1, -1):
-        if tokens[i] >= begin and tokens[i + 1] >= begin and tokens[i] > begin:
-            return i + 1
-    return 0
 
 
 @dataclass
@@ -66,81 +101,216 @@ class StreamingPolicy(LiveBuffer):
     vocab: WhisperVocab
     max_len: int
     language: str | None = None
-    chunk_samples: int = SAMPLE_RATE  # each decode hears exactly one chunk more than the last
+    chunk_samples: int = SAMPLE_RATE  # partial decodes every chunk of an utterance
+    files: bool = False  # the client streams a file: finals only
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
     buffer_start: int = 0  # samples of the session before the buffer
+    processed: int = 0  # samples of the buffer covered by the last decode
+    speech_probs: deque = field(default_factory=deque)  # of frames received, not yet consumed
     context: list[int] = field(default_factory=list)  # committed tokens before the buffer, timestamps included
     committed: list[int] = field(default_factory=list)  # committed tokens of the buffer, timestamps included
-    processed: int = 0  # samples of the buffer covered by the last decode
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    num_committed_words: int = 0  # words those tokens spell
+    # earlier utterances still in the buffer, for context: (end sample in the buffer, committed tokens
+    # and words up to there)
+    history: list[tuple[int, int, int]] = field(default_factory=list)
+    previous: list[str] = field(default_factory=list)  # the last partial's uncommitted words
+    partial: str = ""  # the not-yet-stable tail after the committed words
+    retry: LiveJob | None = None  # a final decode to run again at the next temperature
+    attempts: list = field(default_factory=list)  # (result, temperature, compression ratio) of its tries so far
+    tracker: SpeechTracker = field(default_factory=lambda: SpeechTracker(ENDPOINT_S))
+    next_partial: int = 0  # session sample of the next decode point (while in speech)
+    num_points: int = 0  # decode points of the current utterance so far
 
     @property
-    def partial(self) -> str:
-        return " ".join(self.agreement.previous)
+    def heard_samples(self) -> int:
+        """Audio accounted for: decoded, or (between utterances) known to hold no speech."""
+        if self.tracker.in_speech or self._utterance_tokens:
+            return self.buffer_start + self.processed
+        return self.tracker.position
 
-    def next_job(self, final: bool = False, catch_up: bool = False) -> WindowJob | None:
-        """The next decode of the buffer, or None if there is nothing to hear.
+    @property
+    def _utterance_tokens(self) -> int:
+        """Committed tokens of the utterance being spoken (after the history's)."""
+        return len(self.committed) - (self.history[-1][1] if self.history else 0)
 
-        It covers one chunk more than the last one (all that is left, up to 30 s, when final), so what
-        a session commits depends on its audio alone, never on how busy the server was; a live session
-        that has fallen behind may `catch_up`: skip to its last whole chunk. The committed tokens are
-        forced (prefilled in one pass): only the words after them are decoded.
+    @property
+    def unprocessed_s(self) -> float:
+        """Audio whose voice activity the policy has not looked at yet."""
+        return len(self.speech_probs) * VAD_FRAME_SAMPLES / SAMPLE_RATE
+
+    # -- what to decode next ---------------------------------------------------------------------------
+
+    def next_job(self, final: bool = False, catch_up: bool = False) -> LiveJob | None:
+        """The next decode, met in audio order; None when the audio so far needs none."""
+        if self.retry is not None:
+            job, self.retry = self.retry, None
+            return job
+        while self.speech_probs:
+            ended = self.tracker.step(self.speech_probs.popleft())
+            position = self.tracker.position
+            if ended is not None:
+                return self._final(ended[1])
+            if not self.tracker.in_speech:
+                self._trim_silence(position)
+            elif position >= self.next_partial > 0:
+                self.next_partial += self.chunk_samples
+                self.num_points += 1
+                behind = catch_up and len(self.speech_probs) * VAD_FRAME_SAMPLES >= 2 * self.chunk_samples
+                too_long = position - self.buffer_start >= MAX_WINDOW_S * SAMPLE_RATE
+                if too_long:
+                    return self._job(position, FORCED)
+                if not self.files and not behind:
+                    return self._job(position, COMMIT if self.num_points % COMMIT_EVERY == 0 else PARTIAL)
+            elif self.tracker.in_speech and self.next_partial == 0:  # the utterance's first frame
+                self.next_partial, self.num_points = self.tracker.start + self.chunk_samples, 0
+        if final and self.tracker.in_speech:
+            ended = self.tracker.close()
+            if ended is not None:
+                return self._final(ended[1])
+        if final and self._utterance_tokens:
+            return self._final(self.received_samples)
+        return None
+
+    def _final(self, speech_end: int) -> LiveJob | None:
+        self.next_partial = 0
+        end = min(self.received_samples, speech_end + round(TAIL_S * SAMPLE_RATE))
+        return self._job(end, FINAL)
+
+    def _trim_silence(self, position: int) -> None:
+        """Between utterances: keep only LEAD_S of the silence, for the next onset."""
+        cut = position - round(LEAD_S * SAMPLE_RATE) - self.buffer_start
+        if self.history and position - self.buffer_start - self.history[-1][0] >= HISTORY_GAP_S * SAMPLE_RATE:
+            self._keep_history(0)  # a long pause: the earlier utterances are no context for the next
+        if cut > 0 and not self.committed:
+            self._cut(min(cut, len(self.buffer)))
+
+    def _job(self, end: int, kind: str, fallback: int = 0) -> LiveJob | None:
+        """A decode of the buffer up to session sample `end`, the committed tokens forced.
+
+        A partial (cheap: its window padded by PAD_S, not to 30 s) hears the current utterance alone,
+        the earlier ones' text in its prompt; the others hear the whole buffer, encoded as 30 s.
         """
-        num_chunks = max(1, (len(self.buffer) - self.processed) // self.chunk_samples) if catch_up else 1
-        end = len(self.buffer) if final else self.processed + num_chunks * self.chunk_samples
-        window = self.buffer[: min(end, WINDOW_SAMPLES)]
-        self.processed = len(window)
-        if is_silent(window):
-            self._drop_silence()
+        end -= self.buffer_start
+        self.processed = max(self.processed, end)
+        skip, num_prompt = (self.history[-1][0], self.history[-1][1]) if kind == PARTIAL and self.history else (0, 0)
+        window = self.buffer[skip:end]
+        if len(window) < VAD_FRAME_SAMPLES:
             return None
-        # timestamps stay in the prompt, as in Whisper's own long-form decoding: a prompt of plain text
-        # was seen to make the model drop timestamps, and with them every place to cut the buffer
-        prefix, sot_index = prefix_for(self.vocab, self.context[-PROMPT_TOKENS:], self.language, self.max_len)
-        frames = math.ceil((len(window) // HOP_SAMPLES + PAD_FRAMES) / FRAMES_PER_S) * FRAMES_PER_S
-        room = self.max_len - len(prefix) - len(self.committed) - 1
-        return WindowJob(
-            audio=window, prefix=prefix, sot_index=sot_index, temperature=0.0, seed=0,
-            max_new_tokens=max(1, min(self.max_len // 2, room)), num_frames=min(frames, WINDOW_FRAMES),
-            forced=list(self.committed),
+        prompt = (self.context + self.committed[:num_prompt])[-PROMPT_TOKENS:]
+        prefix, sot_index = prefix_for(self.vocab, prompt, self.language, self.max_len)
+        forced = self._rebased(self.committed[num_prompt:], skip)
+        pad_s = PAD_S if kind == PARTIAL else FINAL_PAD_S
+        frames = math.ceil((len(window) // HOP_SAMPLES + pad_s * FRAMES_PER_S) / FRAMES_PER_S) * FRAMES_PER_S
+        room = self.max_len - len(prefix) - len(forced) - 1
+        return LiveJob(
+            audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
+            seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room)),
+            num_frames=min(frames, WINDOW_FRAMES), forced=forced, alignment=True,
+            kind=kind, end=end, fallback=fallback, skip=skip,
         )
 
-    def update(self, job: WindowJob, result: WindowResult, final: bool = False) -> list[str]:
-        """Digest the decode of `job`; return the words committed by it, in order."""
-        new = result.tokens[len(job.forced) :]
-        unreliable = is_no_speech(result) or compression_ratio(self.vocab.decode(result.tokens)) > COMPRESSION_RATIO_MAX
-        fresh = [] if unreliable else split_words(self.vocab.decode(new))
-        force = final or len(job.audio) >= FORCE_S * SAMPLE_RATE
-        if force:
-            words = fresh
-            self.agreement.reset()
-        else:
-            words = self.agreement.update(fresh)
-        self.committed = list(job.forced) + new[: token_cut(self.vocab, new, len(words))]
-        if force or self.buffered_s >= TRIM_S:
-            self._trim(len(job.audio), everything=final)
-        return words
-
-    def _trim(self, processed: int, everything: bool) -> None:
-        """Cut the buffer at the end of its last committed segment (or all it decoded, when told to)."""
+    def _rebased(self, tokens: list[int], start: int) -> list[int]:
+        """Tokens with their timestamps moved back by `start` samples (for a window starting there)."""
         begin = self.vocab.timestamp_begin
-        cut = 0 if everything else last_segment_end(self.committed, begin)
-        if cut:
-            # cut where the next segment opens, so the forced rest starts at <|0.00|> as Whisper's own
-            # windows do (rest starting at a later time was seen to stop the model's timestamps)
-            end_step = self.committed[cut] - begin
-            cut_samples = round(end_step * TIMESTAMP_S * SAMPLE_RATE)
-            rest = [t - end_step if t >= begin else t for t in self.committed[cut:]]  # re-based to the cut
-        elif everything or len(self.buffer) >= FORCE_S * SAMPLE_RATE:
-            cut, cut_samples, rest = len(self.committed), processed, []
-        else:
-            return
-        self.context += self.committed[:cut]
-        self.committed = rest
-        self._cut(cut_samples)
+        shift = round(start / (SAMPLE_RATE * TIMESTAMP_S))
+        return [max(begin, t - shift) if t >= begin else t for t in tokens] if shift else list(tokens)
 
-    def _drop_silence(self) -> None:
-        """A silent buffer holds nothing to wait for: keep only its last second, for the next word's onset."""
-        keep = min(len(self.buffer), SAMPLE_RATE)
-        cut = len(self.buffer) - keep
-        if cut > 0 and not self.committed and not self.agreement.previous:
-            self._cut(cut)
+    # -- what a decode commits -------------------------------------------------------------------------
+
+    def update(self, job: LiveJob, result: WindowResult, final: bool = False) -> list[TimedWord]:
+        """Digest a decode of `job`; return the words it commits, in order, timed on the session clock."""
+        # the VAD heard speech: only Whisper's own rule (likely no speech and unconvincing words) drops it
+        no_speech = result.no_speech_prob > NO_SPEECH_MIN and result.avg_logprob < LOGPROB_MIN
+        ratio = compression_ratio(self.vocab.decode(result.tokens))
+        looping = not acceptable(result, ratio)
+        if job.kind != PARTIAL and looping and not no_speech:
+            # as uploads do: a decode that looks like a loop or a guess is tried again, warmer, and if
+            # none is acceptable the likeliest is kept (never nothing: the VAD heard speech)
+            self.attempts.append((result, job.temperature, ratio))
+            if job.fallback + 1 < len(FALLBACK_TEMPERATURES):
+                self.retry = self._job(self.buffer_start + job.end, job.kind, job.fallback + 1)
+                return []
+            result = best_attempt(self.attempts)[0]
+        self.attempts = []
+        words = [] if no_speech else words_of(self.vocab, result, len(job.audio))
+        if job.kind == PARTIAL:  # shown, never committed
+            utterance_words = self.num_committed_words - (self.history[-1][2] if self.history else 0)
+            self.previous = [w.text for w in words[utterance_words:]]
+            self.partial = " ".join(self.previous)
+            return []
+        fresh = words[self.num_committed_words :]
+        if job.kind == COMMIT:
+            horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
+            stable = agreed_prefix(self.previous, [w.text for w in fresh]) if not looping else 0
+            sure = self._sure_words(job, result, fresh)
+            stable = min(stable, sure)
+            while stable and fresh[stable - 1].end_s > horizon:
+                stable -= 1
+            commit = fresh[:stable]
+            self.previous = [w.text for w in fresh[stable:]]
+        elif job.kind == FORCED:
+            horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
+            commit = [w for w in fresh if w.end_s <= horizon] or fresh
+            self.previous = []
+        else:
+            commit, self.previous = fresh, []
+        new_tokens = result.tokens[len(job.forced) :]
+        self.committed = list(job.forced) + new_tokens[: token_cut(self.vocab, new_tokens, len(commit))]
+        self.num_committed_words += len(commit)
+        self.partial = " ".join(self.previous)
+        timed = [TimedWord(w.text.strip(), (self.buffer_start / SAMPLE_RATE) + w.start_s,
+                           (self.buffer_start / SAMPLE_RATE) + w.end_s) for w in commit]
+        if job.kind == FINAL:
+            self.history.append((job.end, len(self.committed), self.num_committed_words))
+            self._keep_history(HISTORY_S)
+        elif job.kind == FORCED:
+            cut_s = commit[-1].end_s if commit else len(job.audio) / SAMPLE_RATE
+            rest = fresh[len(commit) :]
+            if rest:  # halfway into the gap before the next word, so neither is clipped
+                cut_s = (cut_s + max(cut_s, rest[0].start_s)) / 2
+            self._close_window(min(job.end, round(cut_s * SAMPLE_RATE)))
+        return [w for w in timed if w.text]
+
+    def _sure_words(self, job: LiveJob, result: WindowResult, fresh: list[Word]) -> int:
+        """How many leading fresh words the model was sure of: every token at least MIN_WORD_PROB likely."""
+        logprob = dict(zip(range(len(job.forced), len(result.tokens)), result.logprobs))
+        position = len(job.forced)
+        count = 0
+        floor = math.log(MIN_WORD_PROB)
+        for word in fresh:
+            for token in word.tokens:
+                while position < len(result.tokens) and result.tokens[position] != token:
+                    position += 1
+                if logprob.get(position, 0.0) < floor:
+                    return count
+                position += 1
+            count += 1
+        return count
+
+    def _keep_history(self, keep_s: float) -> None:
+        """Keep the latest whole utterances that fit in keep_s seconds; the rest become the prompt."""
+        end = self.history[-1][0] if self.history else 0
+        drop = 0
+        while drop < len(self.history) and end - (self.history[drop - 1][0] if drop else 0) > keep_s * SAMPLE_RATE:
+            drop += 1
+        if drop:
+            self._forget(self.history[drop - 1])
+            base = self.history[drop - 1]
+            self.history = [(e - base[0], t - base[1], w - base[2]) for e, t, w in self.history[drop:]]
+
+    def _forget(self, upto: tuple[int, int, int]) -> None:
+        """Move the buffer's start to the end of an earlier utterance: its tokens join the prompt, and the
+        timestamps of the tokens kept are moved back by as much."""
+        end, num_tokens, num_words = upto
+        self.context += self.committed[:num_tokens]
+        self.committed = self._rebased(self.committed[num_tokens:], end)
+        self.num_committed_words -= num_words
+        self._cut(end)
+
+    def _close_window(self, end: int) -> None:
+        """Everything committed up to buffer sample `end` becomes the prompt; the buffer starts there."""
+        self.context += self.committed
+        self.committed, self.num_committed_words, self.history = [], 0, []
+        self._cut(end)
+        if self.tracker.in_speech:  # a forced cut inside an utterance: partials go on from here
+            self.next_partial = self.buffer_start + self.chunk_samples

@@ -28,7 +28,7 @@ class KVCache:
     cross_v: torch.Tensor  # [L, B, H, num_audio_frames, Dh]
     cross_len: torch.Tensor  # [B] long: audio frames each sequence's encoding filled (the rest is masked)
 
-    def rows(self, start: int, stop: int) -> "KVCache":
+    def rows(self, start: int, stop: int) -> KVCache:
         """A view of sequences start..stop-1."""
         layered = (t[:, start:stop] for t in (self.self_k, self.self_v, self.cross_k, self.cross_v))
         return KVCache(*layered, self.cross_len[start:stop])
@@ -83,7 +83,7 @@ class WhisperModel:
         """A zeroed cache for num_seqs sequences (the engine's arena, or a test's own)."""
         self_shape = (self.num_layers, num_seqs, self.num_heads, self.max_len, self.head_dim)
         cross_shape = (self.num_layers, num_seqs, self.num_heads, num_audio_frames, self.head_dim)
-        zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)  # noqa: E731
+        zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)
         cross_len = torch.full((num_seqs,), num_audio_frames, dtype=torch.long, device=self.device)
         return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape), cross_len)
 
@@ -105,7 +105,7 @@ class WhisperModel:
         cross_len[b] audio frames of its encoding, within the first cross_kv_len (fixed lengths keep
         shapes static for CUDA graphs). cross_kv_len None: every sequence has a full encoding, no mask.
         """
-        batch, num_tokens = tokens.shape
+        batch = tokens.shape[0]
         # mask: [B, 1, T, kv_len], True where the key may be attended to
         mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         cross_mask = None

@@ -64,7 +64,7 @@ class ModelRunner:
         self.cross_lens = [self.full_cross_len] * max_num_seqs  # host copy of arena.cross_len
         # Staging for each step's inputs: filled on the host, copied in one go.
         pin = self.device.type == "cuda"
-        host = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, pin_memory=pin)  # noqa: E731
+        host = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, pin_memory=pin)
         self.host_tokens, self.host_positions = host(max_num_seqs, 1), host(max_num_seqs, 1)
         self.host_prompts = host(max_num_seqs, model.max_len)
         self.host_audio = host(max_num_seqs, WINDOW_SAMPLES, dtype=torch.float32)
@@ -202,7 +202,7 @@ class ModelRunner:
             self.arena.copy_row(src, dst)
             self.cross_lens[dst] = self.cross_lens[src]
         parts, extras = [], {}
-        aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]  # noqa: E731
+        aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]
         if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
             want = aligned(batch.decode)
             logits, weights = self.decode(batch.decode, align=bool(want))

@@ -51,7 +51,7 @@ class WhisperVocab:
     @classmethod
     def load(
         cls, tokenizer_file: Path, vocab_size: int, suppress_ids, suppress_begin_ids
-    ) -> "WhisperVocab":
+    ) -> WhisperVocab:
         tok = Tokenizer.from_file(str(tokenizer_file))
 
         def tid(*names: str) -> int:
