@@ -7,12 +7,12 @@ engines, channels and real recordings. Each slice is a list of `Item(name, path,
 mono wav and its reference text, or None where no transcript ships with the recording (the bench
 then scores the streamed text against the same server's one-shot upload of the file).
 
-Slices (about 11 minutes in all; `describe()` gives exact durations):
+Slices (about 10.5 minutes in all; `python -m bench.corpus` lists every file and its length):
 - `short`: 3-10 s utterances, single sentences and pairs. Harvard sentences from lists 4-8 (IEEE
   1969, public domain; tests/support/speech.py's corpus uses lists 1-3) and everyday sentences
   written for this corpus (numbers, names, questions). espeak-ng voices en-us at 140/175 wpm,
   en-gb-x-rp 160, en+f3, en+m3, en-us with pitch 25 and 80; flite voices slt, rms, awb.
-- `long`: two passages of 70 s and 110 s (stories written for this corpus), sentences separated by
+- `long`: two passages of 68 s and 101 s (stories written for this corpus), sentences separated by
   seeded random pauses of 0.2-1.5 s, each passage in its own voice and speed.
 - `voices`: one ~20 s paragraph in eight renderings: espeak-ng en-us 160, en-gb-x-rp 160, en+f3,
   slow (120 wpm), fast (200 wpm), through a telephone channel (8 kHz, mu-law), in white noise at
@@ -35,8 +35,8 @@ Slices (about 11 minutes in all; `describe()` gives exact durations):
   the Debian packages install with `make bench-deps`. A source that cannot be had is skipped with
   a printed note, so a run says what it measured.
 Tried and not used: SpeechRecognition, openai-whisper, faster-whisper, whisper-live and
-python_speech_features ship no audio in their wheels or sdists; pytest-audioeval's samples are
-synthetic.
+python_speech_features ship no audio in their wheels or sdists; pytest-audioeval ships three short
+English clips with texts but says nothing of where they come from (so they may be synthetic).
 
 Everything is deterministic (fixed texts, voices and seeds); a cache directory holds the files
 under `corpus-v{VERSION}` and is reused by later runs.
@@ -63,7 +63,7 @@ import soxr
 
 from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS
 
-VERSION = 1
+VERSION = 1  # bump when a recipe changes: the cache is keyed by it
 SAMPLE_RATE = 16000
 SLICES = ("short", "long", "voices", "real")
 MIN_SHORT_S = 3.0  # short utterances are padded with silence up to this

@@ -30,11 +30,15 @@ same files and weights, at real-time pace (it cannot take audio faster), one-sho
 REST upload; its lines follow sasr's. Its events are its segment messages that cover audio beyond
 earlier ones (up to the latest segment end; its repeats of the same segments are not timed), its
 committed words those of completed segments, timed by the segment's end (a lower bound for the
-words before it). Without a transcript, its one-shot WER is against sasr's one-shot text.
+words before it); a session still changing its text 60 s after its last frame is cut off, counted
+as unfinished, with 60 s as its end->final. Without a transcript, its one-shot WER is against sasr's
+one-shot text.
 
 Latency is wall time on this machine: other processes using the CPU inflate it, so each level
 records the load average, and a run that starts on a busy machine says so. `--json` writes every
-number, per file texts included.
+number: `corpus` (files, durations, references), `accuracy` {engine: {slice: ...}}, `accuracy_items`
+{engine: [per file reference, one-shot, streamed and committed text]}, `load` {engine: [per level]},
+`held`, `summary` (the printed lines), and `results` (sasr's load levels, the previous file's key).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ import soundfile as sf
 from bench import corpus as bench_corpus
 from bench.corpus import Item, words
 from bench.http_load import machine
+from bench.whisperlive_peer import MAX_WAIT_S
 from sasr.client import StreamResult, stream_audio, to_pcm16
 from tests.support.server import Server
 from tests.support.wer import edit_distance
@@ -113,7 +118,8 @@ def peer_run(name: str, audio_s: float, p) -> Run:
     for t, end_ms, text in p.committed:
         run.word_latency_s += [t - sent_at(p.sent_s, p.frame_ms, end_ms)] * max(1, len(text.split()))
     run.first_word_s = p.committed[0][0] if p.committed else float("nan")
-    run.total_s = max(p.final_s, p.end_sent_s)
+    # an unfinished session was still changing its text when cut off: its final time is at least then
+    run.total_s = max(p.final_s, p.end_sent_s) if p.finished else p.end_sent_s + MAX_WAIT_S
     run.end_to_final_s = run.total_s - p.end_sent_s
     return run
 
