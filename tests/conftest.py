@@ -21,9 +21,11 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(cache_dir):
+    """fp32 whatever the CPU default: test_convert compares greedy tokens with CTranslate2's fp32
+    (the int8 model has its own tests, tests/test_quant.py; the server runs the default)."""
     from sasr.models.whisper.load import load_whisper
 
-    return load_whisper(None)
+    return load_whisper(None, quantize="none")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,158 @@
+"""Int8 Whisper on the CPU: the int8 Linear against its plain-torch reference, a window's numbers
+independent of its batch, and the int8 model against fp32 and the reference texts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from sasr.audio.io import decode_audio
+from sasr.engine import TranscriptionRequest
+from sasr.models.quant import (
+    FC2_ROWS_PER_SCALE,
+    Int8Linear,
+    has_vnni,
+    int8_linear_reference,
+    int8_supported,
+)
+from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, read16k
+from tests.support.wer import wer
+
+pytestmark = pytest.mark.skipif(not int8_supported(), reason="this torch build has no int8 quantized engine")
+
+SHORT_WER_MAX = 0.45  # as tests/test_http.py: clips of a few sentences
+POOLED_WER_SLACK = 0.02  # int8 may cost at most this much WER over fp32 on the same clips
+
+
+def samples() -> torch.Tensor:
+    """Three samples [3, 250, 64] of very different ranges: one scale for all would squash the quiet one."""
+    torch.manual_seed(0)
+    return torch.randn(3, 250, 64) * torch.tensor([1.0, 8.0, 0.05])[:, None, None]
+
+
+# 8-bit inputs need VNNI (without it fbgemm's int16 pair sums may saturate); 7-bit run anywhere
+@pytest.mark.parametrize("reduce_range", [pytest.param(False, marks=pytest.mark.skipif(not has_vnni(), reason="no VNNI")),
+                                          True])
+@pytest.mark.parametrize("rows_per_scale", [None, 100])
+def test_int8_linear_matches_reference(reduce_range, rows_per_scale):
+    linear = torch.nn.Linear(64, 96)
+    x = samples()
+    with torch.inference_mode():
+        out = Int8Linear(linear, reduce_range=reduce_range, rows_per_scale=rows_per_scale)(x)
+        reference = int8_linear_reference(linear, x, reduce_range, rows_per_scale)
+        exact = linear(x)
+    levels = 127 if reduce_range else 255
+    for i in range(len(x)):  # per sample: its own scales, so its own error budget
+        # the engine may round an input sitting on a half step the other way: one step of one input
+        step = (x[i].amax() - x[i].amin().clamp(max=0)) / levels
+        assert (out[i] - reference[i]).abs().max() <= 1.01 * step * linear.weight.abs().max()
+        assert (out[i] - reference[i]).abs().mean() < 1e-3 * step  # and almost everywhere, exactly
+        assert (out[i] - exact[i]).abs().max() < 0.05 * exact[i].abs().max()  # int8, yet close to fp32
+
+
+def test_a_loud_row_changes_only_its_own_group():
+    layer = Int8Linear(torch.nn.Linear(64, 96), rows_per_scale=100)
+    x = samples()[0]
+    loud = x.clone()
+    loud[150] *= 50
+    with torch.inference_mode():
+        before, after = layer(x), layer(loud)
+    assert torch.equal(before[:100], after[:100]) and torch.equal(before[200:], after[200:])
+    assert not torch.equal(before[100:150], after[100:150])  # its neighbours share its coarser grid
+
+
+def test_a_sample_gets_the_same_output_alone_and_batched():
+    linear = torch.nn.Linear(64, 96)
+    x = samples()
+    layer = Int8Linear(linear)
+    with torch.inference_mode():
+        batched = layer(x)
+        for i in range(len(x)):
+            assert torch.equal(layer(x[i : i + 1])[0], batched[i])
+            assert torch.equal(layer(x[i]), batched[i])
+
+
+@pytest.fixture(scope="module")
+def int8(cache_dir):
+    from sasr.models.whisper.load import load_whisper
+
+    return load_whisper(None, quantize="int8")
+
+
+@pytest.fixture(scope="module")
+def int8_engine(int8):
+    from sasr.models.whisper.engine import WhisperEngine
+
+    engine = WhisperEngine(int8, max_num_seqs=8)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def clips(speech_dir) -> list[tuple[np.ndarray, str]]:
+    """Three clips of five Harvard sentences (what the HTTP tests send) and their texts."""
+    groups = [range(k, k + 5) for k in (0, 5, 10)]
+    return [(concat([read16k(speech_dir / f"h{i}.wav") for i in g]), " ".join(HARVARD[i] for i in g)) for g in groups]
+
+
+def test_only_window_layers_are_quantised(int8):
+    model = int8.model.model
+    assert all(isinstance(layer.fc1, Int8Linear) for layer in model.encoder.layers)
+    assert all(layer.fc2.rows_per_scale == FC2_ROWS_PER_SCALE for layer in model.encoder.layers)
+    for layer in model.decoder.layers:  # cross-attention K/V see only encoder output; the rest runs per token
+        assert isinstance(layer.encoder_attn.k_proj, Int8Linear) and isinstance(layer.encoder_attn.v_proj, Int8Linear)
+        assert isinstance(layer.fc1, torch.nn.Linear) and isinstance(layer.self_attn.q_proj, torch.nn.Linear)
+    assert model.decoder.embed_tokens.weight.dtype == torch.float32  # the logits read it
+
+
+def test_int8_encoding_and_logits_close_to_fp32(int8, loaded, clips):
+    from sasr.audio.constants import WINDOW_SAMPLES
+    from sasr.kernels.logmel import log_mel_batch_reference
+    from sasr.models.whisper.model import WhisperModel
+
+    audio = torch.zeros(1, WINDOW_SAMPLES)
+    audio[0, : len(clips[0][0])] = torch.from_numpy(clips[0][0])
+    mel = log_mel_batch_reference(audio, 80)
+    sot = torch.tensor([[int8.vocab.sot]])
+    logits = []
+    for loaded_model in (loaded, int8):
+        model = WhisperModel(loaded_model.model)
+        cache = model.new_cache(1, model.num_audio_frames)
+        with torch.inference_mode():
+            cache.cross_k[:], cache.cross_v[:] = model.encode(mel)
+            hidden, _ = model.decode(cache, sot, torch.zeros_like(sot), kv_len=1)
+            logits.append((cache.cross_k.clone(), model.logits(hidden[0])))
+    (k32, l32), (k8, l8) = logits
+    assert (k8 - k32).norm() / k32.norm() < 0.1  # every layer's cross-attention keys
+    assert l8.argmax() == l32.argmax()
+    top = l32[0].topk(5).indices
+    torch.testing.assert_close(l8[0, top], l32[0, top], atol=0.5, rtol=0.05)
+
+
+async def test_int8_engine_transcribes_within_the_wer_bound(int8_engine, engine, clips):
+    int8_results = await asyncio.gather(*(int8_engine.transcribe(TranscriptionRequest(a)) for a, _ in clips))
+    fp32_results = await asyncio.gather(*(engine.transcribe(TranscriptionRequest(a)) for a, _ in clips))
+    int8_wers = [wer(text, r.text) for (_, text), r in zip(clips, int8_results)]
+    fp32_wers = [wer(text, r.text) for (_, text), r in zip(clips, fp32_results)]
+    assert max(int8_wers) <= SHORT_WER_MAX, [r.text for r in int8_results]
+    assert sum(int8_wers) / len(clips) <= sum(fp32_wers) / len(clips) + POOLED_WER_SLACK
+
+
+async def test_int8_and_fp32_agree_on_real_speech(int8_engine, engine):
+    """Recorded human speech (alsa-utils' channel tests): the same words as fp32, nearly exact."""
+    audio = concat([decode_audio((ALSA_SOUNDS / name).read_bytes()) for name in ALSA_TEXTS], gap_s=0.8)
+    int8_result = await int8_engine.transcribe(TranscriptionRequest(audio))
+    fp32_result = await engine.transcribe(TranscriptionRequest(audio))
+    assert int8_result.text == fp32_result.text
+    assert wer(" ".join(ALSA_TEXTS.values()), int8_result.text) <= 0.1, int8_result.text
+
+
+async def test_int8_batched_equals_alone(int8_engine, clips, speech_dir):
+    """A window's int8 encoding does not depend on its batch, so neither do its tokens."""
+    audios = [a for a, _ in clips] + [read16k(speech_dir / f"h{i}.wav") for i in (21, 27)]
+    alone = [await int8_engine.transcribe(TranscriptionRequest(a)) for a in audios]
+    together = await asyncio.gather(*(int8_engine.transcribe(TranscriptionRequest(a)) for a in audios))
+    assert [[s.tokens for s in r.segments] for r in together] == [[s.tokens for s in r.segments] for r in alone]
