@@ -48,7 +48,15 @@ class Transcription(msgspec.Struct):
     usage: Usage
 
 
-class VerboseTranscription(msgspec.Struct):
+class Word(msgspec.Struct):
+    """One timed word (verbose_json `words[]`, with timestamp_granularities[]=word)."""
+
+    word: str  # as spoken, without the leading space
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+class VerboseTranscription(msgspec.Struct, omit_defaults=True):
     """response_format=verbose_json."""
 
     task: str
@@ -57,6 +65,7 @@ class VerboseTranscription(msgspec.Struct):
     text: str
     segments: list[Segment]
     usage: Usage
+    words: list[Word] | None = None  # only with timestamp_granularities[]=word: absent from the JSON otherwise
 
 
 class Model(msgspec.Struct):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import subprocess
 import sys
@@ -75,7 +76,7 @@ def test_verbose_json(client, five_sentences):
     assert len(result.segments) >= 4
     assert "".join(s.text for s in result.segments).strip() == result.text
     ends = [(s.start, s.end) for s in result.segments]
-    assert all(a <= b for a, b in ends) and all(e1 <= s2 for (_, e1), (s2, _) in zip(ends, ends[1:]))
+    assert all(a <= b for a, b in ends) and all(e1 <= s2 for (_, e1), (s2, _) in itertools.pairwise(ends))
     assert ends[0][0] < 1.0 and ends[-1][1] <= result.duration
 
 
@@ -105,8 +106,74 @@ def test_long_file_is_transcribed_whole(client, long_speech):
     assert sum(counts) >= 27, dict(zip(ANCHORS, counts))
     segments = result.segments
     assert all(s.start <= s.end for s in segments)
-    assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(segments))
     assert segments[0].start < 1.0 and segments[-1].end > result.duration - 3
+
+
+def sentence_spans(speech_dir, num_sentences: int, gap_s: float = 0.4) -> list[tuple[float, float]]:
+    """(start, end) in seconds of each Harvard clip in concat() of the first num_sentences."""
+    from tests.support.speech import read16k
+
+    spans, start = [], 0.0
+    for i in range(num_sentences):
+        end = start + len(read16k(speech_dir / f"h{i}.wav")) / 16000
+        spans.append((start, end))
+        start = end + gap_s
+    return spans
+
+
+def check_words(result, spans: list[tuple[float, float]]) -> None:
+    """OpenAI's `words`: the text's words, in order, each timed within [0, duration] and within the clip
+    of the sentence it belongs to (its anchor word, where the transcript has it once)."""
+    words = result.words
+    assert normalize(" ".join(w.word for w in words)) == normalize(result.text)
+    assert all(w.word == w.word.strip() for w in words)
+    assert all(0 <= w.start <= w.end <= result.duration for w in words)
+    assert all(a.start <= b.start and a.end <= b.start for a, b in itertools.pairwise(words))
+    assert words[0].start < 1.5 and words[-1].end > result.duration - 3
+    found = [normalize(w.word) for w in words]
+    for anchor, (start, end) in zip(ANCHORS, spans):
+        if found.count([anchor]) == 1:
+            word = words[found.index([anchor])]
+            assert start <= (word.start + word.end) / 2 <= end, (anchor, word, (start, end))
+
+
+def test_word_timestamps(client, five_sentences, speech_dir):
+    data, text = five_sentences
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=("speech.wav", data), response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert wer(text, result.text) <= SHORT_WER_MAX and len(result.segments) >= 4
+    assert len(result.words) >= 30
+    check_words(result, sentence_spans(speech_dir, 5))
+    # the words of each segment lie within it
+    words = iter(result.words)
+    for segment in result.segments:
+        for _ in normalize(segment.text):
+            word = next(words)
+            assert segment.start - 0.05 <= word.start <= word.end <= segment.end + 0.05, (segment, word)
+
+
+def test_word_timestamps_long_file(client, long_speech, speech_dir):
+    """90 s, three 30 s windows: word times keep increasing across the seams and cover the whole file."""
+    path, text = long_speech
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=path, response_format="verbose_json", timestamp_granularities=["word"],
+    )
+    assert wer(text, result.text) <= SYNTHETIC_WER_MAX and result.segments
+    check_words(result, sentence_spans(speech_dir, len(HARVARD)))
+    gaps = [b.start - a.end for a, b in zip(result.words, result.words[1:])]
+    assert max(gaps) < 2.0  # no stretch of speech without words (sentences are 0.4 s apart)
+
+
+def test_no_words_unless_asked(server, five_sentences):
+    """Existing clients see no change: `words` is absent from verbose_json without word granularity."""
+    url = f"{server.url}/v1/audio/transcriptions"
+    for granularities in ([], ["segment"]):
+        form = {"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities[]": granularities}
+        body = httpx.post(url, data=form, files={"file": ("speech.wav", five_sentences[0])}, timeout=300).json()
+        assert body["segments"] and "words" not in body, body
 
 
 def test_44k_stereo(client, tmp_path):
@@ -153,22 +220,24 @@ def test_prompt_and_temperature(client, five_sentences):
 
 
 BAD_REQUESTS = {
-    "not_audio": (dict(file=("notes.wav", b"hello, I am text" * 50)), 400, "invalid_audio", "file"),
-    "empty_file": (dict(file=("empty.wav", b"")), 400, "empty_file", "file"),
-    "unknown_format": (dict(response_format="xml"), 400, "invalid_value", "response_format"),
-    "unknown_model": (dict(model="gpt-9-audio"), 404, "model_not_found", "model"),
-    "temperature": (dict(temperature=3.0), 400, "invalid_value", "temperature"),
-    "language": (dict(language="xx"), 400, "invalid_value", "language"),
-    "word_timestamps": (dict(response_format="verbose_json", timestamp_granularities=["word"]), 400,
-                        "unsupported_value", "timestamp_granularities[]"),
-    "too_long": (dict(file=("long.wav", wav_bytes(np.zeros(16000 * 101, np.float32)))), 400, "audio_too_long", "file"),
+    "not_audio": ({"file": ("notes.wav", b"hello, I am text" * 50)}, 400, "invalid_audio", "file"),
+    "empty_file": ({"file": ("empty.wav", b"")}, 400, "empty_file", "file"),
+    "unknown_format": ({"response_format": "xml"}, 400, "invalid_value", "response_format"),
+    "unknown_model": ({"model": "gpt-9-audio"}, 404, "model_not_found", "model"),
+    "temperature": ({"temperature": 3.0}, 400, "invalid_value", "temperature"),
+    "language": ({"language": "xx"}, 400, "invalid_value", "language"),
+    "words_need_verbose_json": ({"response_format": "json", "timestamp_granularities": ["word"]}, 400,
+                                "invalid_value", "timestamp_granularities[]"),
+    "granularity": ({"response_format": "verbose_json", "timestamp_granularities": ["letter"]}, 400,
+                    "invalid_value", "timestamp_granularities[]"),
+    "too_long": ({"file": ("long.wav", wav_bytes(np.zeros(16000 * 101, np.float32)))}, 400, "audio_too_long", "file"),
 }
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS)
 def test_bad_input_gets_openai_error(client, server, five_sentences, case):
     overrides, status, code, param = BAD_REQUESTS[case]
-    args = dict(model="whisper-1", file=("speech.wav", five_sentences[0])) | overrides
+    args = {"model": "whisper-1", "file": ("speech.wav", five_sentences[0])} | overrides
     with pytest.raises(openai.APIStatusError) as info:
         client.audio.transcriptions.create(**args)
     assert info.value.status_code == status

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sasr.protocol import Segment
+from sasr.protocol import Segment, Word
 
 
 class EngineBusy(Exception):
@@ -29,6 +29,8 @@ class TranscriptionRequest:
     language: str | None = None  # ISO 639-1 code; None: the model's default
     prompt: str | None = None  # earlier text that conditions the decoding
     temperature: float = 0.0  # 0: greedy with fallback to sampling where a window looks unreliable
+    word_timestamps: bool = False  # also time each word (engines with supports_word_timestamps only)
+    words: list[Word] = field(default_factory=list)  # with word_timestamps: filled by the engine as it decodes
 
 
 @dataclass
@@ -37,6 +39,7 @@ class TranscriptionResult:
     language: str  # ISO 639-1 code
     duration_s: float
     segments: list[Segment] = field(default_factory=list)
+    words: list[Word] | None = None  # with word_timestamps: every word of the segments, timed
 
 
 class LivePolicy(Protocol):

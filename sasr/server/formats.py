@@ -45,6 +45,7 @@ def render(result: TranscriptionResult, fmt: ResponseFormat) -> tuple[bytes, str
             text=result.text,
             segments=result.segments,
             usage=usage,
+            words=result.words,
         )
         return msgspec.json.encode(body), "application/json"
     if fmt is ResponseFormat.TEXT:

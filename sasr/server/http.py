@@ -40,6 +40,7 @@ class TranscriptionForm:
     prompt: str | None
     temperature: float
     stream: bool  # answer with Server-Sent Events, a delta per decoded segment
+    word_timestamps: bool  # timestamp_granularities[] holds "word": verbose_json gets `words`
 
 
 def _bad(message: str, param: str, code: ErrorCode = ErrorCode.INVALID_VALUE, status: int = 400) -> APIError:
@@ -82,12 +83,7 @@ def parse_form(form, state: State) -> TranscriptionForm:
     except ValueError:
         accepted = ", ".join(f.value for f in ResponseFormat)
         raise _bad(f"response_format must be one of {accepted}", "response_format") from None
-    for granularity in form.getall("timestamp_granularities[]", []) + form.getall("timestamp_granularities", []):
-        if granularity not in GRANULARITIES:
-            raise _bad(f"timestamp_granularities takes {' and '.join(GRANULARITIES)}", "timestamp_granularities[]")
-        if granularity == "word":
-            raise _bad("word timestamps are not supported yet; use 'segment'", "timestamp_granularities[]",
-                       ErrorCode.UNSUPPORTED_VALUE)
+    word_timestamps = _word_timestamps(form, response_format, state)
     stream = (form.get("stream") or "false").lower()
     if stream not in ("true", "false", "1", "0"):
         raise _bad("stream must be true or false", "stream")
@@ -98,7 +94,25 @@ def parse_form(form, state: State) -> TranscriptionForm:
         prompt=form.get("prompt") or None,
         temperature=_temperature(form.get("temperature")),
         stream=stream in ("true", "1"),
+        word_timestamps=word_timestamps,
     )
+
+
+def _word_timestamps(form, response_format: ResponseFormat, state: State) -> bool:
+    """Whether timestamp_granularities[] asks for words, which OpenAI gives in verbose_json only."""
+    granularities = form.getall("timestamp_granularities[]", []) + form.getall("timestamp_granularities", [])
+    for granularity in granularities:
+        if granularity not in GRANULARITIES:
+            raise _bad(f"timestamp_granularities takes {' and '.join(GRANULARITIES)}", "timestamp_granularities[]")
+    if "word" not in granularities:
+        return False
+    if not state.engine.supports_word_timestamps:
+        raise _bad(f"{state.served_model_name} cannot time words (word timestamps come from a Whisper model's "
+                   "alignment heads, which Qwen3-ASR does not have); use 'segment'", "timestamp_granularities[]",
+                   ErrorCode.UNSUPPORTED_VALUE)
+    if response_format is not ResponseFormat.VERBOSE_JSON:
+        raise _bad("timestamp_granularities[]=word needs response_format=verbose_json", "timestamp_granularities[]")
+    return True
 
 
 async def until_disconnect(request: Request, work):
@@ -132,13 +146,17 @@ async def create_transcription(request: Request, state: State) -> Response:
     except AudioError as exc:
         code = ErrorCode.EMPTY_FILE if not data else ErrorCode.INVALID_AUDIO
         raise _bad(str(exc), "file", code) from None
-    job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature)
+    # a stream sends text deltas only: no words to time
+    job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature,
+                               word_timestamps=fields.word_timestamps and not fields.stream)
     if fields.stream:
         return sse_response(state, job)
     try:
         result = await until_disconnect(request, state.engine.transcribe(job))
     except EngineBusy as exc:
         raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+    if job.word_timestamps:
+        result.words = job.words  # the engine fills the request's list as it decodes
     body, media_type = render(result, fields.response_format)
     metrics = state.metrics
     metrics.inc("sasr_audio_seconds_total", result.duration_s, help="Seconds of audio transcribed")

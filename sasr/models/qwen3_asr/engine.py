@@ -52,6 +52,7 @@ class Qwen3Engine(EngineCore):
     """Implements sasr.engine.Engine for Qwen3-ASR over a block Scheduler and a PagedRunner."""
 
     stream_chunk_s = 2.0  # as the reference design and the official SDK
+    supports_word_timestamps = False  # no alignment heads to time words by (the server answers 400)
 
     def __init__(self, loaded: LoadedQwen3, max_num_seqs: int = 16, max_queued: int = 64,
                  enable_prefix_caching: bool = True, num_blocks: int | None = None) -> None:

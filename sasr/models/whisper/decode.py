@@ -11,6 +11,7 @@ stay in order. No torch here.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ import numpy as np
 
 from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
 from sasr.audio.energy import is_silent
+from sasr.models.whisper.timing import Word as TimedWord
+from sasr.models.whisper.timing import word_timings
 from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
-from sasr.protocol import Segment
+from sasr.protocol import Segment, Word
 
 FRAMES_PER_TOKEN = round(TIMESTAMP_S * FRAMES_PER_S)  # mel frames per timestamp step (2)
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -29,6 +32,7 @@ LOGPROB_MIN = -1.0  # average token log-probability below: an unreliable decode
 NO_SPEECH_MIN = 0.6  # with a low log-probability: the window holds no speech
 NO_SPEECH_SURE = 0.85  # whatever the log-probability (hum decoded as " you" at -0.9 was seen)
 MIN_WINDOW_FRAMES = 10  # a tail shorter than 100 ms carries no word
+MAX_MEDIAN_WORD_S = 0.7  # word timings: a word at a pause is cut to twice the median word, at most this
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Options:
     temperature: float = 0.0  # 0: greedy, raised step by step where a decode looks unreliable
     condition_on_previous_text: bool = True
     seed: int = 0
+    word_timestamps: bool = False  # time each word from the alignment heads' cross-attention
 
 
 @dataclass
@@ -100,7 +105,8 @@ def decode_with_fallback(
     max_new = min(max_len // 2, max_len - len(prefix))
     temperatures = FALLBACK_TEMPERATURES if options.temperature == 0 else (options.temperature,)
     for temperature in temperatures:
-        result = yield WindowJob(audio, prefix, sot_index, temperature, seed, max_new)
+        result = yield WindowJob(audio, prefix, sot_index, temperature, seed, max_new,
+                                 alignment=options.word_timestamps)
         ratio = compression_ratio(vocab.decode(result.tokens))
         if is_no_speech(result) or acceptable(result, ratio):
             break  # (no temperature finds words that are not there)
@@ -145,15 +151,60 @@ def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, 
     return segments, resume
 
 
+def kept_words(vocab: WhisperVocab, result: WindowResult, pieces: list[tuple[int, int, list[int]]],
+               window_frames: int, language: str | None) -> list[tuple[str, float, float]]:
+    """(text, start_s, end_s) of the words of the segments the window keeps (`pieces`, from
+    split_segments), seconds from the window's start."""
+    if result.attention is None:
+        return []
+    num_kept = sum(len(tokens) for _, _, tokens in pieces)
+    # the prefill also returns the queries that predicted <|lang|> <|transcribe|> (multilingual models)
+    attention = result.attention[len(vocab.sot_sequence(language)) - 1 :]
+    timed = word_timings(vocab, result.tokens, attention, window_frames // 2, boundary=num_kept)
+    segment_of = [k for k, (_, _, tokens) in enumerate(pieces) for t in tokens if t < vocab.eot]  # [kept text tokens]
+    words, position = [], 0  # (index of its segment, word)
+    for word in timed:
+        if position + len(word.tokens) > len(segment_of):
+            break  # the open segment, which the next window decodes again
+        if word.text.strip():
+            words.append((segment_of[position], word))
+        position += len(word.tokens)
+    window_end = window_frames // FRAMES_PER_TOKEN
+    spans = [(start * TIMESTAMP_S, (end if end >= 0 else window_end) * TIMESTAMP_S) for start, end, _ in pieces]
+    return fit_to_segments(words, spans)
+
+
+def fit_to_segments(words: list[tuple[int, TimedWord]], spans: list[tuple[float, float]]) -> list[tuple[str, float, float]]:
+    """Word times within their segment's timestamps, a segment's first and last word no longer than twice
+    the median word (as Whisper does): the alignment sees no timestamp tokens, so the word before a pause
+    runs on through it, and a window's first word starts with the window."""
+    durations = [w.end_s - w.start_s for _, w in words if w.end_s > w.start_s]
+    max_s = 2 * min(MAX_MEDIAN_WORD_S, float(np.median(durations))) if durations else math.inf
+    fitted = []
+    for i, (k, word) in enumerate(words):
+        low, high = spans[k]
+        start_s = min(max(word.start_s, low), high)
+        end_s = min(max(word.end_s, start_s), high)
+        if i == 0 or words[i - 1][0] != k:  # after a pause
+            start_s = max(start_s, end_s - max_s)
+        if i + 1 == len(words) or words[i + 1][0] != k:  # before one
+            end_s = min(end_s, start_s + max_s)
+        fitted.append((word.text.strip(), float(start_s), float(end_s)))  # (numpy's from the alignment)
+    return fitted
+
+
 def long_form(
-    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int, segments: list[Segment]
+    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int, segments: list[Segment],
+    words: list[Word] | None = None,
 ) -> Generator[WindowJob, WindowResult, list[Segment]]:
     """Transcribe 16 kHz mono float32 audio of any length into timed segments, window by window.
 
-    Segments are appended to `segments` as each window is done (a caller can stream them).
+    Segments are appended to `segments` as each window is done (a caller can stream them); with
+    options.word_timestamps, the words of those segments are appended to `words`, timed.
     """
     num_frames = len(audio) // HOP_SAMPLES
     duration_s = len(audio) / SAMPLE_RATE
+    last_word_s = math.floor(duration_s * 100) / 100  # word times are rounded to 10 ms, never past the end
     prompt_ids = vocab.encode(" " + options.prompt.strip()) if options.prompt else []
     seek = 0
     while num_frames - seek >= MIN_WINDOW_FRAMES:
@@ -191,6 +242,12 @@ def long_form(
                     no_speech_prob=result.no_speech_prob,
                 )
             )
+        if options.word_timestamps and words is not None:
+            for text, start, end in kept_words(vocab, result, pieces, window_frames, options.language):
+                # monotonic across windows: a window's first word never starts before the last one ended
+                start_s = min(max(offset_s + start, words[-1].end if words else 0.0), last_word_s)
+                end_s = min(max(offset_s + end, start_s), last_word_s)
+                words.append(Word(word=text, start=round(start_s, 2), end=round(end_s, 2)))
         seek += resume * FRAMES_PER_TOKEN if resume else window_frames
         if options.condition_on_previous_text and temperature <= 0.5:
             prompt_ids = prompt_ids + result.tokens

@@ -34,6 +34,11 @@ class WhisperEngine(EngineCore):
         runner = ModelRunner(model, self.vocab, max_num_seqs, enforce_eager=enforce_eager, align_heads=self.align_heads)
         super().__init__(runner, Scheduler(max_num_seqs, frozenset({self.vocab.eot}), model.max_len), max_queued)
 
+    @property
+    def supports_word_timestamps(self) -> bool:
+        """Words are timed by the alignment heads' cross-attention; a checkpoint may name none."""
+        return bool(self.align_heads)
+
     def _record_model(self, batch) -> None:
         self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
 
@@ -54,9 +59,10 @@ class WhisperEngine(EngineCore):
     async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
         """The request's segments, each as soon as the window holding it is decoded."""
         with self.admitted():
-            options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature)
+            options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature,
+                              word_timestamps=request.word_timestamps)
             segments: list[Segment] = []
-            policy = long_form(self.vocab, request.audio, options, self.max_len, segments)
+            policy = long_form(self.vocab, request.audio, options, self.max_len, segments, request.words)
             result, sent = None, 0
             while True:
                 try:
