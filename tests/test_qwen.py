@@ -277,7 +277,7 @@ def test_streaming_policy_rollback_and_reconciled_hypothesis():
         hypothesis = spoken(num_words)
         assert hypothesis[: len(job.text_prefix)] == job.text_prefix  # the model continues the prefix
         continuation = hypothesis[len(job.text_prefix):]
-        sent.extend(policy.update(job, Qwen3Result(continuation, 100, 0), final=final))
+        sent.extend(w.text for w in policy.update(job, Qwen3Result(continuation, 100, 0), final=final))
         return job.text_prefix
 
     assert decode(4) == [] and sent == []  # fewer than 5 words: all held back

@@ -72,6 +72,7 @@ class Engine(Protocol):
     languages: frozenset[str]  # codes `language` may take
     served_name: str  # the model's default name in `model` (whisper-tiny.en, the checkpoint's directory name)
     stream_chunk_s: float  # default seconds of new audio per live decode
+    metrics: Any  # sasr.metrics.Metrics: the engine's counters (live sessions count their decodes there)
 
     def stream_policy(self, language: str | None, chunk_s: float) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits."""

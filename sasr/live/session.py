@@ -132,6 +132,8 @@ class Session:
     async def _decode(self, job, final: bool) -> None:
         """Run one decode the policy asked for and send what it commits."""
         audio_ms = ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
+        self.engine.metrics.inc("sasr_live_decodes_total", help="Decodes run for live sessions, by kind",
+                                kind=getattr(job, "kind", "chunk"))
         result = await self.engine.run_window(job)
         for word in self.policy.update(job, result, final=final):
             delta = word.text if not self.text else " " + word.text

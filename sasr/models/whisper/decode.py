@@ -158,9 +158,7 @@ def kept_words(vocab: WhisperVocab, result: WindowResult, pieces: list[tuple[int
     if result.attention is None:
         return []
     num_kept = sum(len(tokens) for _, _, tokens in pieces)
-    # the prefill also returns the queries that predicted <|lang|> <|transcribe|> (multilingual models)
-    attention = result.attention[len(vocab.sot_sequence(language)) - 1 :]
-    timed = word_timings(vocab, result.tokens, attention, window_frames // 2, boundary=num_kept)
+    timed = word_timings(vocab, result.tokens, result.attention, window_frames // 2, boundary=num_kept)
     segment_of = [k for k, (_, _, tokens) in enumerate(pieces) for t in tokens if t < vocab.eot]  # [kept text tokens]
     words, position = [], 0  # (index of its segment, word)
     for word in timed:

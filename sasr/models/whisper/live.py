@@ -60,7 +60,7 @@ HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic con
 HISTORY_GAP_S = 2.0  # a pause this long drops them
 PAD_S = 5.0  # silence appended to a partial's window before encoding: cheap, and partials only show
 FINAL_PAD_S = 30.0  # the decodes that commit: encoded as 30 s, as Whisper was trained (short pads hallucinated)
-PROMPT_TOKENS = 100  # committed tokens before the window passed as the prompt
+PROMPT_TOKENS = 223  # committed tokens before the window passed as the prompt: as uploads (half the context)
 PARTIAL, COMMIT, FINAL, FORCED = "partial", "commit", "final", "forced"
 
 

@@ -44,7 +44,7 @@ class WhisperExtras:
 
     no_speech_prob: float | None = None  # its first step: P(<|nospeech|>) at <|startoftranscript|>
     # with alignment: [queries, heads, audio frames] cross-attention of the alignment heads, for the
-    # queries from <|startoftranscript|> on (prefill) or the step's one query (decode)
+    # queries that predict the tokens after the start sequence (prefill) or the step's one query (decode)
     attention: np.ndarray | None = None
 
 
@@ -218,7 +218,9 @@ class ModelRunner:
             for i, (seq, p) in enumerate(zip(batch.new, no_speech.tolist())):
                 attention = None
                 if i in want:
-                    queries = slice(seq.inputs.sot_index, len(seq.prefix))
+                    # from the query that predicts the first token after the start sequence (the
+                    # <|sot|> of English-only models; <|transcribe|> of multilingual ones)
+                    queries = slice(len(seq.prefix) - len(seq.sampled) - 1, len(seq.prefix))
                     attention = weights[i, :, queries, : self.cross_lens[first + i]].transpose(0, 1)
                     attention = attention.half().cpu().numpy()  # [queries, A, F]
                 extras[seq.seq_id] = WhisperExtras(no_speech_prob=p, attention=attention)

@@ -1,0 +1,147 @@
+"""The live policy on the real tiny.en: voice activity, word timings, and streamed text as accurate as
+the same audio uploaded, for several kinds of speech, sent at file speed and at the pace of speech."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from sasr.engine import TranscriptionRequest
+from sasr.protocol import TranscriptDelta
+from tests.support.live import replay_stream
+from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, read16k, speak
+from tests.support.wer import normalize, wer
+
+# Sentences the engine's other tests do not use, read by other voices than theirs.
+EVERYDAY = [
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "We also need a small plastic snake and a big toy frog for the kids.",
+    "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow.",
+    "The rainbow is a division of white light into many beautiful colors.",
+    "People look, but no one ever finds it.",
+    "On Monday morning the meeting starts at nine thirty, so please arrive early.",
+    "Could you tell me where the nearest library is?",
+    "After dinner we walked along the beach and watched the sun go down.",
+]
+VOICES = [("en-us", 165), ("en+f3", 150), ("en-gb-x-rp", 175), ("en+m3", 140)]
+GAP_MAX = 0.05  # streamed final WER may exceed the upload's by at most this, per slice (the 0.03 goal is measured
+# by make bench-stream over a larger corpus; on these few files one word is 0.01)
+
+
+def passage(directory, sentences: list[str], voice: str, speed: int, seed: int) -> np.ndarray:
+    """Sentences read one after another with natural pauses (0.2 - 1.5 s, seeded)."""
+    rng = random.Random(seed)
+    parts = []
+    for i, text in enumerate(sentences):
+        parts.append(read16k(speak(text, directory / f"{voice}-{speed}-{seed}-{i}.wav", voice=voice, speed=speed)))
+        parts.append(np.zeros(int(rng.uniform(0.2, 1.5) * 16000), np.float32))
+    return np.concatenate(parts)
+
+
+def alsa_phrases() -> tuple[np.ndarray, str]:
+    """The recorded human phrases alsa-utils ships, with pauses between them."""
+    parts = []
+    for name in ALSA_TEXTS:
+        audio, rate = sf.read(ALSA_SOUNDS / name, dtype="float32")
+        parts += [soxr.resample(audio if audio.ndim == 1 else audio.mean(1), rate, 16000).astype(np.float32),
+                  np.zeros(12800, np.float32)]
+    return np.concatenate(parts), " ".join(ALSA_TEXTS.values())
+
+
+@pytest.fixture(scope="module")
+def slices(tmp_path_factory) -> dict[str, list[tuple[np.ndarray, str]]]:
+    d = tmp_path_factory.mktemp("live")
+    short = [(passage(d, [text], *VOICES[i % 4], seed=i), text) for i, text in enumerate(EVERYDAY[:6])]
+    long = [(passage(d, EVERYDAY + HARVARD[10:18], "en+f3", 150, seed=7), " ".join(EVERYDAY + HARVARD[10:18])),
+            (passage(d, HARVARD[18:30], "en-us", 170, seed=8), " ".join(HARVARD[18:30]))]
+    return {"short": short, "long": long, "real": [alsa_phrases()]}
+
+
+async def finals(engine, items, pace: str) -> list[str]:
+    outs = await asyncio.gather(*(replay_stream(engine, audio, pace) for audio, _ in items))
+    return [events[-1].text for events in outs]
+
+
+def mean_wer(items, hypotheses) -> float:
+    return float(np.mean([wer(text, h) for (_, text), h in zip(items, hypotheses)]))
+
+
+@pytest.mark.parametrize("pace", ["file", "live"])
+async def test_streamed_text_as_accurate_as_upload(engine, slices, pace):
+    for name, items in slices.items():
+        uploads = await asyncio.gather(*(engine.transcribe(TranscriptionRequest(a)) for a, _ in items))
+        upload_wer = mean_wer(items, [u.text for u in uploads])
+        streamed = await finals(engine, items, pace)
+        assert all(streamed), (name, streamed)
+        assert mean_wer(items, streamed) <= upload_wer + GAP_MAX, (name, streamed, [u.text for u in uploads])
+
+
+async def test_alone_equals_batched(engine, slices):
+    items = slices["short"] + slices["real"]
+    alone = [(await finals(engine, [item], "live"))[0] for item in items]
+    assert await finals(engine, items, "live") == alone
+
+
+async def test_word_timings_are_where_the_words_were_spoken(engine, tmp_path):
+    audio = passage(tmp_path, HARVARD[:3], "en-us", 160, seed=3)
+    events = await replay_stream(engine, audio, "live")
+    words = [e for e in events if isinstance(e, TranscriptDelta)]
+    assert len(words) >= 15
+    starts = [w.start_ms for w in words]
+    assert starts == sorted(starts) and all(w.start_ms <= w.end_ms for w in words)
+    assert words[-1].end_ms <= len(audio) / 16 and all(w.end_ms <= w.audio_ms for w in words)
+    # each sentence's first word starts within half a second of where the voice starts
+    voiced = np.flatnonzero(np.abs(audio) > 0.02) / 16  # ms
+    onsets = [voiced[0]] + [b for a, b in zip(voiced, voiced[1:]) if b - a > 150]
+    firsts = [w for w in words if w.delta.strip().lower().strip(".,") in ("the", "glue", "it's")]
+    assert len(onsets) == 3 and len(firsts) >= 3
+    for onset in onsets:
+        assert min(abs(w.start_ms - onset) for w in firsts) < 500, (onset, [(w.delta, w.start_ms) for w in firsts])
+
+
+async def test_silence_and_noise_cost_no_decode_and_give_no_words(engine):
+    rng = np.random.default_rng(0)
+
+    def decodes() -> float:
+        return sum(engine.metrics.value("sasr_live_decodes_total", kind=k) for k in ("partial", "commit", "final", "forced"))
+
+    before = decodes()
+    for audio in (np.zeros(16000 * 120, np.float32), (0.01 * rng.standard_normal(16000 * 30)).astype(np.float32)):
+        events = await replay_stream(engine, audio, "file")
+        assert events[-1].text == "" and not any(isinstance(e, TranscriptDelta) for e in events)
+    assert decodes() == before  # the VAD heard no speech: the model never ran
+
+
+async def test_long_recording_at_file_speed_keeps_every_sentence(engine, tmp_path):
+    """Five minutes sent as fast as the session takes it: every sentence reaches the final text."""
+    rounds = [passage(tmp_path, HARVARD, voice, speed, seed=i) for i, (voice, speed) in enumerate(VOICES[:3])]
+    audio = np.concatenate(rounds)[: 16000 * 300]
+    text = " ".join(HARVARD * 3)
+    upload = await engine.transcribe(TranscriptionRequest(audio))
+    final = (await replay_stream(engine, audio, "file"))[-1].text
+    streamed, uploaded = normalize(final), normalize(upload.text)
+    assert len(streamed) >= 0.95 * len(uploaded), (len(streamed), len(uploaded))
+    assert wer(text, final) <= wer(text, upload.text) + GAP_MAX
+
+
+def test_vad_equals_the_package_model(speech_dir):
+    """sasr's plain-torch Silero VAD gives the package's own TorchScript model's probabilities."""
+    from sasr.audio.vad import VADStream
+
+    threads = torch.get_num_threads()
+    from silero_vad import load_silero_vad  # sets torch's thread count on import
+
+    torch.set_num_threads(threads)
+    reference = load_silero_vad()
+    audio = np.concatenate([read16k(speech_dir / f"h{i}.wav") for i in range(3)] + [np.zeros(8000, np.float32)])
+    expected = [float(reference(torch.from_numpy(audio[i : i + 512]), 16000)) for i in range(0, len(audio) - 511, 512)]
+    stream, cuts = VADStream(), [0, 1000, 1001, 7000, 20000, len(audio)]
+    got = np.concatenate([stream.speech_probs(audio[a:b]) for a, b in zip(cuts, cuts[1:])])  # any frame size
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert max(expected) > 0.9 and min(expected) < 0.1
