@@ -1,8 +1,9 @@
 """The model runner for Qwen3-ASR: executes a scheduler Batch against the block arena.
 
 It owns what is preallocated: the KV arena (num_blocks blocks of block_size positions, every
-layer), the staging buffers of the decode step, and a bounded cache of the encodings of complete
-8 s windows (keyed by a digest of their audio). New sequences compute only the prompt tokens after
+layer, and a scratch row for padding), the staging buffers of each step's integer inputs (decode
+rows and new sequences: tokens, positions, arena rows, block tables), and a bounded cache of the
+encodings of complete 8 s windows (keyed by a digest of their audio). New sequences compute only the prompt tokens after
 their cached prefix; the audio embeddings those tokens need come from the encoding cache or from
 one batched encoder pass over every window still missing.
 """
