@@ -34,6 +34,7 @@ from sasr.live.commit import (
     SpeechTracker,
     TimedWord,
     agreed_prefix,
+    word_key,
 )
 from sasr.models.whisper.decode import (
     FALLBACK_TEMPERATURES,
@@ -117,6 +118,7 @@ class StreamingPolicy(LiveBuffer):
     partial: str = ""  # the not-yet-stable tail after the committed words
     retry: LiveJob | None = None  # a final decode to run again at the next temperature
     attempts: list = field(default_factory=list)  # (result, temperature, compression ratio) of its tries so far
+    last_sent: TimedWord | None = None  # the last word committed
     tracker: SpeechTracker = field(default_factory=lambda: SpeechTracker(ENDPOINT_S))
     next_partial: int = 0  # session sample of the next decode point (while in speech)
     num_points: int = 0  # decode points of the current utterance so far
@@ -258,8 +260,9 @@ class StreamingPolicy(LiveBuffer):
         self.committed = list(job.forced) + new_tokens[: token_cut(self.vocab, new_tokens, len(commit))]
         self.num_committed_words += len(commit)
         self.partial = " ".join(self.previous)
-        timed = [TimedWord(w.text.strip(), (self.buffer_start / SAMPLE_RATE) + w.start_s,
-                           (self.buffer_start / SAMPLE_RATE) + w.end_s) for w in commit]
+        offset_s = self.buffer_start / SAMPLE_RATE
+        timed = [TimedWord(w.text.strip(), float(offset_s + w.start_s), float(offset_s + w.end_s)) for w in commit]
+        timed = self._without_echo(timed)
         if job.kind == FINAL:
             self.history.append((job.end, len(self.committed), self.num_committed_words))
             self._keep_history(HISTORY_S)
@@ -270,6 +273,16 @@ class StreamingPolicy(LiveBuffer):
                 cut_s = (cut_s + max(cut_s, rest[0].start_s)) / 2
             self._close_window(min(job.end, round(cut_s * SAMPLE_RATE)))
         return [w for w in timed if w.text]
+
+    def _without_echo(self, words: list[TimedWord]) -> list[TimedWord]:
+        """Drop a leading word that repeats the last one sent over the same stretch of audio: a decode
+        forced up to a word sometimes writes it again (a word said twice is heard at two times)."""
+        while words and self.last_sent is not None and word_key(words[0].text) == word_key(self.last_sent.text) \
+                and words[0].start_s < self.last_sent.end_s:
+            words = words[1:]
+        if words:
+            self.last_sent = words[-1]
+        return words
 
     def _sure_words(self, job: LiveJob, result: WindowResult, fresh: list[Word]) -> int:
         """How many leading fresh words the model was sure of: every token at least MIN_WORD_PROB likely."""
