@@ -74,7 +74,7 @@ def serve(args: argparse.Namespace) -> None:
     engine = build_engine(config.model, config.device, config.dtype, max_num_seqs=config.max_num_seqs,
                           max_queued=config.max_queued_requests, enforce_eager=config.enforce_eager,
                           load_format=config.load_format, enable_prefix_caching=config.enable_prefix_caching,
-                          num_kv_blocks=config.num_kv_blocks)
+                          num_kv_blocks=config.num_kv_blocks, quantize=config.quantize)
     name = config.served_model_name or engine.served_name
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
     # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP

@@ -16,7 +16,8 @@ from sasr.models.whisper.load import load_whisper
 
 def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", max_num_seqs: int = 16,
                  max_queued: int = 64, enforce_eager: bool = False, load_format: str = "auto",
-                 enable_prefix_caching: bool = True, num_kv_blocks: int | None = None) -> EngineCore:
+                 enable_prefix_caching: bool = True, num_kv_blocks: int | None = None,
+                 quantize: str = "auto") -> EngineCore:
     """The engine for --model: Whisper (the bundled tiny.en by default) or Qwen3-ASR."""
     qwen = is_qwen3_asr(model)  # once: for a hub id it asks the hub for the config
     if device == "auto":
@@ -30,5 +31,6 @@ def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", m
                            enable_prefix_caching=enable_prefix_caching, num_blocks=num_kv_blocks)
     if load_format != "auto":
         raise ValueError("--load-format dummy is for Qwen3-ASR models")
-    return WhisperEngine(load_whisper(model, device, torch_dtype), max_num_seqs=max_num_seqs,
+    loaded = load_whisper(model, device, torch_dtype, quantize=None if quantize == "auto" else quantize)
+    return WhisperEngine(loaded, max_num_seqs=max_num_seqs,
                        max_queued=max_queued, enforce_eager=enforce_eager)
