@@ -113,15 +113,15 @@ class PeerServer:
         self.model_dir = str(model_dir)
 
     def peak_rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            return int(next(ln for ln in f if ln.startswith("VmHWM:")).split()[1]) / 1024
+        # the bench side only: the peer's own environment never calls it
+        from tests.support.server import peak_rss_mb
+
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        from tests.support.server import stop_process
+
+        stop_process(self.proc)
 
     async def upload(self, path: Path) -> str:
         """The file through WhisperLive's REST endpoint (faster-whisper, whole file at once)."""

@@ -91,7 +91,7 @@ class VADStream:
         self.context = body[-CONTEXT_SAMPLES:].copy()
         # frame i: its 64 samples of context and its 512 samples, [N, 576]
         frames = np.lib.stride_tricks.sliding_window_view(with_context, CONTEXT_SAMPLES + FRAME_SAMPLES)
-        x = self.model.features(torch.from_numpy(np.ascontiguousarray(frames[::FRAME_SAMPLES])))
+        x = self.model.features(torch.from_numpy(frames[::FRAME_SAMPLES].copy()))  # a writable copy
         outputs = []
         for i in range(num_frames):  # the LSTM is the only sequential part
             self.state = self.model.lstm_cell(x[i : i + 1], self.state)

@@ -32,10 +32,6 @@ def word_key(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def split_words(text: str) -> list[str]:
-    return text.split()
-
-
 def agreed_prefix(previous: list[str], current: list[str]) -> int:
     """How many leading words two hypotheses share (LocalAgreement)."""
     agreed = 0
@@ -44,21 +40,6 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
             break
         agreed += 1
     return agreed
-
-
-class LocalAgreement:
-    """Commit the longest prefix two consecutive hypotheses agree on (LocalAgreement-2)."""
-
-    def __init__(self) -> None:
-        self.previous: list[str] = []  # the last hypothesis' uncommitted words
-
-    def update(self, words: list[str]) -> list[str]:
-        agreed = agreed_prefix(self.previous, words)
-        self.previous = words[agreed:]
-        return words[:agreed]
-
-    def reset(self) -> None:
-        self.previous = []
 
 
 class SpeechTracker:

@@ -38,14 +38,23 @@ class Server:
         return self.proc.poll() is None and httpx.get(f"{self.url}/health", timeout=5).status_code == 200
 
     def peak_rss_mb(self) -> float:
-        """Peak resident memory of the server process so far (VmHWM)."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process so far (VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate, and kill what does not exit within 20 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
