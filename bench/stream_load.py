@@ -25,6 +25,12 @@ One line per level:
 - fairness: the worst session's p95 event latency over the median session's.
 A last line gives the most sessions held at event p95 < 1 s and word p95 < 2.5 s.
 
+`--realtime` also runs sasr over OpenAI's Realtime API (`/v1/realtime` with the `openai` SDK, GA,
+server_vad at OpenAI's defaults, 24 kHz PCM16 appends of 100 ms, a commit after the last) through both
+passes, as engine `sasr-realtime`: its text is the items' completed transcripts joined, its events
+with an audio position are timed as above (an item's completion at its speech_stopped), and its deltas
+carry no word times, so it has no word latency (the capacity line counts event p95 alone for it).
+
 `--peer whisperlive` runs WhisperLive 0.10.0 (bench/whisperlive_peer.py) through both passes on the
 same files and weights, at real-time pace (it cannot take audio faster), one-shot through its own
 REST upload; its lines follow sasr's. Its events are its segment messages that cover audio beyond
@@ -153,6 +159,92 @@ class Sasr:
         self.server.stop()
 
 
+class SasrRealtime(Sasr):
+    """The same server over OpenAI's Realtime API (the `openai` SDK, GA, server_vad at its defaults)."""
+
+    name = "sasr-realtime"
+
+    async def stream(self, item: Item, realtime: bool) -> Run:
+        audio = read(item)
+        return realtime_run(item.name, len(audio) / 16000, await stream_realtime(self.server.url, audio, realtime))
+
+
+@dataclass
+class RealtimeResult:
+    events: list[dict] = field(default_factory=list)
+    arrival_s: list[float] = field(default_factory=list)  # per event, seconds after the first append
+    sent_s: list[float] = field(default_factory=list)  # per append, when it was sent
+    frame_ms: list[int] = field(default_factory=list)  # per append, session audio sent up to its end
+    end_sent_s: float = 0.0  # when the closing commit was sent
+
+
+async def stream_realtime(url: str, audio: np.ndarray, realtime: bool) -> RealtimeResult:
+    """Send 24 kHz PCM16 in 100 ms appends, then commit what is left; return the events until every item
+    has completed (the closing commit makes an item of its own, or is refused as empty)."""
+    import base64
+
+    import openai
+    import soxr
+
+    out = RealtimeResult()
+    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-unused", max_retries=0)
+    pcm = to_pcm16(soxr.resample(audio, 16000, 24000))
+    async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()  # session.created
+        t0 = time.monotonic()
+
+        async def read() -> None:
+            closing_item = None
+            while True:
+                event = (await conn.recv()).model_dump(exclude_unset=True)
+                out.events.append(event)
+                out.arrival_s.append(time.monotonic() - t0)
+                kind = event["type"]
+                if out.end_sent_s and kind == "input_audio_buffer.committed":
+                    stopped = {e.get("item_id") for e in out.events if e["type"] == "input_audio_buffer.speech_stopped"}
+                    closing_item = closing_item or (event["item_id"] if event["item_id"] not in stopped else None)
+                refused = kind == "error" and event["error"]["code"] == "input_audio_buffer_commit_empty"
+                done = closing_item or refused
+                committed = sum(e["type"] == "input_audio_buffer.committed" for e in out.events)
+                completed = sum(e["type"].endswith("transcription.completed") for e in out.events)
+                if done and committed == completed:
+                    return
+
+        reader = asyncio.create_task(read())
+        step = 4800  # 100 ms at 24 kHz, 2 bytes a sample
+        for i in range(0, len(pcm), step):
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + i / 48000 - time.monotonic()))
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i : i + step]).decode())
+            out.sent_s.append(time.monotonic() - t0)
+            out.frame_ms.append(min(i + step, len(pcm)) // 48)
+        out.end_sent_s = time.monotonic() - t0
+        await conn.input_audio_buffer.commit()
+        await asyncio.wait_for(reader, MAX_WAIT_S * 10)
+    return out
+
+
+def realtime_run(name: str, audio_s: float, r: RealtimeResult) -> Run:
+    """Events with an audio position (speech started/stopped; an item's completion at its speech's end
+    or at the end of the audio) are timed as the seed protocol's; deltas carry no word times, so no word
+    latency."""
+    transcripts = [e["transcript"] for e in r.events if e["type"].endswith("transcription.completed")]
+    deltas = [e["delta"] for e in r.events if e["type"].endswith("transcription.delta")]
+    run = Run(name, audio_s, " ".join(t for t in transcripts if t), "".join(deltas))
+    speech_end = {e["item_id"]: e["audio_end_ms"] for e in r.events if e["type"] == "input_audio_buffer.speech_stopped"}
+    for t, e in zip(r.arrival_s, r.events):
+        ms = e.get("audio_start_ms", e.get("audio_end_ms"))
+        if e["type"].endswith("transcription.completed"):
+            ms = speech_end.get(e["item_id"], r.frame_ms[-1])
+        if ms is not None:
+            run.event_latency_s.append(t - sent_at(r.sent_s, r.frame_ms, ms))
+        if e["type"].endswith("transcription.delta") and np.isnan(run.first_word_s):
+            run.first_word_s = run.first_text_s = t
+    run.total_s = r.arrival_s[-1] if r.arrival_s else float("nan")
+    run.end_to_final_s = run.total_s - r.end_sent_s
+    return run
+
+
 class WhisperLive:
     name = "whisperlive"
 
@@ -181,6 +273,8 @@ class WhisperLive:
 def start(engine: str, args, rest: bool = False):
     if engine == "sasr":
         return Sasr(args.server_args)
+    if engine == "sasr-realtime":
+        return SasrRealtime(args.server_args)
     return WhisperLive(rest=rest, model_per_session=not args.peer_single_model)
 
 
@@ -341,10 +435,10 @@ async def bench_engine(name: str, args, corpus: dict[str, list[Item]], oneshot: 
     if not args.skip_accuracy:
         engine = start(name, args, rest=True)
         try:
-            items = await accuracy(engine, corpus, args.peer_concurrency if name != "sasr" else args.accuracy_concurrency)
+            items = await accuracy(engine, corpus, args.peer_concurrency if name == "whisperlive" else args.accuracy_concurrency)
         finally:
             engine.stop()
-        if name == "sasr":
+        if name.startswith("sasr"):
             oneshot.update({r["name"]: r["oneshot"] for r in items if "error" not in r})
         out["accuracy_items"][name] = items
         out["accuracy"][name] = {}
@@ -388,6 +482,8 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--peer", choices=["whisperlive"], default=None, help="also run this peer through both passes")
+    parser.add_argument("--realtime", action="store_true",
+                        help="also run sasr over OpenAI's Realtime API (/v1/realtime, server_vad) through both passes")
     parser.add_argument("--peer-single-model", action="store_true",
                         help="WhisperLive: one model shared by all sessions (default: one per session)")
     parser.add_argument("--accuracy-concurrency", type=int, default=2, help="files streamed at once (sasr)")
@@ -408,7 +504,7 @@ def main() -> None:
     if busy > 0.5:
         print(f"note: load average {busy} before the run: other processes share the CPU, latencies will be inflated")
     started = time.monotonic()
-    for engine in ["sasr"] + ([args.peer] if args.peer else []):
+    for engine in ["sasr"] + (["sasr-realtime"] if args.realtime else []) + ([args.peer] if args.peer else []):
         asyncio.run(bench_engine(engine, args, corpus, oneshot, out))
     out["wall_s"] = round(time.monotonic() - started)
     lines = out["summary"] = summary(out)

@@ -124,7 +124,8 @@ class TranscriptTextDone(msgspec.Struct, tag_field="type", tag="transcript.text.
 
 SAMPLE_ENCODINGS = ("pcm16", "f32")  # little-endian signed 16-bit, or 32-bit float
 SAMPLE_RATES_KHZ = (8, 16, 24, 48)
-AUDIO_FORMATS = tuple(f"{enc}_{khz}k_mono" for enc in SAMPLE_ENCODINGS for khz in SAMPLE_RATES_KHZ)
+G711_FORMATS = ("ulaw_8k_mono", "alaw_8k_mono")  # telephone audio: one G.711 byte a sample
+AUDIO_FORMATS = (*(f"{enc}_{khz}k_mono" for enc in SAMPLE_ENCODINGS for khz in SAMPLE_RATES_KHZ), *G711_FORMATS)
 DEFAULT_AUDIO_FORMAT = "pcm16_16k_mono"
 
 
@@ -192,3 +193,232 @@ ServerEvent = SessionStarted | TranscriptDelta | TranscriptPartial | TranscriptF
 
 client_event_decoder = msgspec.json.Decoder(ClientEvent)
 server_event_decoder = msgspec.json.Decoder(ServerEvent)
+
+
+# -- WebSocket /v1/realtime: OpenAI's Realtime API, transcription sessions (GA and beta) -------------
+# Client events are decoded leniently (fields sasr does not use, such as create_response, are ignored,
+# as OpenAI's clients send them); fields left out of an update keep their value (UNSET).
+
+REALTIME_LOGPROBS = "item.input_audio_transcription.logprobs"  # the one value of `include`
+
+
+class RealtimeFormat(msgspec.Struct, omit_defaults=True):
+    type: str  # audio/pcm (PCM16 LE mono), audio/pcmu, audio/pcma (G.711 at 8 kHz)
+    rate: int | None = None  # audio/pcm: 24000 as OpenAI; 16000 and 48000 accepted too
+
+
+class RealtimeTranscription(msgspec.Struct):
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+
+
+class RealtimeTurnDetection(msgspec.Struct, omit_defaults=True):
+    type: str  # or semantic_vad (mapped onto the VAD: eagerness -> silence duration)
+    threshold: float | None = None
+    prefix_padding_ms: int | None = None
+    silence_duration_ms: int | None = None
+    eagerness: str | None = None  # semantic_vad: low, medium, high, auto
+
+
+class NoiseReduction(msgspec.Struct, omit_defaults=True):
+    type: str | None = None  # near_field or far_field: accepted, not applied (see README)
+
+
+class RealtimeAudioInput(msgspec.Struct, omit_defaults=True):
+    format: RealtimeFormat | msgspec.UnsetType = msgspec.UNSET
+    transcription: RealtimeTranscription | None | msgspec.UnsetType = msgspec.UNSET
+    turn_detection: RealtimeTurnDetection | None | msgspec.UnsetType = msgspec.UNSET
+    noise_reduction: NoiseReduction | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class RealtimeAudio(msgspec.Struct, omit_defaults=True):
+    input: RealtimeAudioInput | msgspec.UnsetType = msgspec.UNSET
+
+
+class RealtimeSessionConfig(msgspec.Struct, omit_defaults=True):
+    """GA `session` of session.update (type "transcription")."""
+
+    type: str = "transcription"
+    audio: RealtimeAudio | msgspec.UnsetType = msgspec.UNSET
+    include: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class BetaSessionConfig(msgspec.Struct, omit_defaults=True):
+    """Beta `session` of transcription_session.update."""
+
+    input_audio_format: str | msgspec.UnsetType = msgspec.UNSET  # pcm16 (24 kHz), g711_ulaw, g711_alaw
+    input_audio_transcription: RealtimeTranscription | None | msgspec.UnsetType = msgspec.UNSET
+    turn_detection: RealtimeTurnDetection | None | msgspec.UnsetType = msgspec.UNSET
+    input_audio_noise_reduction: NoiseReduction | None | msgspec.UnsetType = msgspec.UNSET
+    include: list[str] | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class SessionUpdate(msgspec.Struct, tag_field="type", tag="session.update"):
+    session: RealtimeSessionConfig
+    event_id: str | None = None
+
+
+class TranscriptionSessionUpdate(msgspec.Struct, tag_field="type", tag="transcription_session.update"):
+    session: BetaSessionConfig
+    event_id: str | None = None
+
+
+class InputAudioBufferAppend(msgspec.Struct, tag_field="type", tag="input_audio_buffer.append"):
+    audio: str  # base64 of audio in the session's format
+    event_id: str | None = None
+
+
+class InputAudioBufferCommit(msgspec.Struct, tag_field="type", tag="input_audio_buffer.commit"):
+    event_id: str | None = None
+
+
+class InputAudioBufferClear(msgspec.Struct, tag_field="type", tag="input_audio_buffer.clear"):
+    event_id: str | None = None
+
+
+RealtimeClientEvent = (
+    SessionUpdate | TranscriptionSessionUpdate | InputAudioBufferAppend | InputAudioBufferCommit | InputAudioBufferClear
+)
+
+
+class RealtimeSession(msgspec.Struct):
+    """The effective GA session, in session.created / session.updated."""
+
+    id: str
+    audio: RealtimeAudio
+    include: list[str]
+    type: str = "transcription"
+    object: str = "realtime.transcription_session"
+
+
+class BetaSession(msgspec.Struct):
+    """The effective beta session, in transcription_session.created / .updated."""
+
+    id: str
+    input_audio_format: str
+    input_audio_transcription: RealtimeTranscription
+    turn_detection: RealtimeTurnDetection | None
+    input_audio_noise_reduction: NoiseReduction | None
+    include: list[str]
+    modalities: list[str] = msgspec.field(default_factory=lambda: ["text"])
+    object: str = "realtime.transcription_session"
+
+
+class SessionCreated(msgspec.Struct, tag_field="type", tag="session.created"):
+    session: RealtimeSession
+    event_id: str = ""
+
+
+class SessionUpdated(msgspec.Struct, tag_field="type", tag="session.updated"):
+    session: RealtimeSession
+    event_id: str = ""
+
+
+class TranscriptionSessionCreated(msgspec.Struct, tag_field="type", tag="transcription_session.created"):
+    session: BetaSession
+    event_id: str = ""
+
+
+class TranscriptionSessionUpdated(msgspec.Struct, tag_field="type", tag="transcription_session.updated"):
+    session: BetaSession
+    event_id: str = ""
+
+
+class SpeechStarted(msgspec.Struct, tag_field="type", tag="input_audio_buffer.speech_started"):
+    audio_start_ms: int  # session audio, with the turn's prefix padding
+    item_id: str
+    event_id: str = ""
+
+
+class SpeechStopped(msgspec.Struct, tag_field="type", tag="input_audio_buffer.speech_stopped"):
+    audio_end_ms: int
+    item_id: str
+    event_id: str = ""
+
+
+class InputAudioBufferCommitted(msgspec.Struct, tag_field="type", tag="input_audio_buffer.committed"):
+    item_id: str
+    previous_item_id: str | None
+    event_id: str = ""
+
+
+class InputAudioBufferCleared(msgspec.Struct, tag_field="type", tag="input_audio_buffer.cleared"):
+    event_id: str = ""
+
+
+class LogProb(msgspec.Struct):
+    token: str
+    logprob: float
+    bytes: list[int]  # the token's UTF-8 bytes
+
+
+class TranscriptionDelta(msgspec.Struct, tag_field="type", tag="conversation.item.input_audio_transcription.delta"):
+    """Committed words of an item (never retracted), sent while the user still speaks."""
+
+    item_id: str
+    delta: str
+    content_index: int = 0
+    logprobs: list[LogProb] | None = None  # with include item.input_audio_transcription.logprobs
+    event_id: str = ""
+
+
+class DurationUsage(msgspec.Struct):
+    seconds: float  # the item's audio
+    type: str = "duration"
+
+
+class TranscriptionCompleted(
+    msgspec.Struct, tag_field="type", tag="conversation.item.input_audio_transcription.completed"
+):
+    """The item's transcript: its deltas joined."""
+
+    item_id: str
+    transcript: str
+    usage: DurationUsage
+    content_index: int = 0
+    logprobs: list[LogProb] | None = None
+    event_id: str = ""
+
+
+class RealtimeErrorCode(str, enum.Enum):
+    INVALID_JSON = "invalid_json"
+    INVALID_EVENT = "invalid_event"  # a known event with wrong fields
+    UNKNOWN_EVENT = "unknown_event"
+    INVALID_VALUE = "invalid_value"  # a configuration value outside what is accepted
+    INVALID_AUDIO = "invalid_audio"  # audio that is not base64
+    COMMIT_EMPTY = "input_audio_buffer_commit_empty"
+    MODEL_NOT_FOUND = "model_not_found"
+    BUFFER_OVERFLOW = "buffer_overflow"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    INTERNAL_ERROR = "internal_error"
+
+
+class RealtimeErrorBody(msgspec.Struct):
+    type: str  # invalid_request_error or server_error
+    code: RealtimeErrorCode
+    message: str
+    param: str | None = None
+    event_id: str | None = None  # the client event that caused it
+
+
+class RealtimeError(msgspec.Struct, tag_field="type", tag="error"):
+    error: RealtimeErrorBody
+    event_id: str = ""
+
+
+class TranscriptionFailed(msgspec.Struct, tag_field="type", tag="conversation.item.input_audio_transcription.failed"):
+    item_id: str
+    error: RealtimeErrorBody
+    content_index: int = 0
+    event_id: str = ""
+
+
+RealtimeServerEvent = (
+    SessionCreated | SessionUpdated | TranscriptionSessionCreated | TranscriptionSessionUpdated | SpeechStarted
+    | SpeechStopped | InputAudioBufferCommitted | InputAudioBufferCleared | TranscriptionDelta
+    | TranscriptionCompleted | TranscriptionFailed | RealtimeError
+)
+
+realtime_client_decoder = msgspec.json.Decoder(RealtimeClientEvent)
+realtime_server_decoder = msgspec.json.Decoder(RealtimeServerEvent)

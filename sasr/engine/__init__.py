@@ -46,6 +46,7 @@ class LivePolicy(Protocol):
     """A live session's model-specific half: its audio buffer, its next decode, the words each commits."""
 
     partial: str  # the not-yet-stable tail after the committed words
+    language: str | None  # the session's language (None: detected); may be changed between decodes
     received_samples: int  # session audio received so far
     heard_samples: int  # session audio fully accounted for: decoded, or known to hold no speech
     unprocessed_s: float  # audio received that the policy has not looked at yet
@@ -74,8 +75,9 @@ class Engine(Protocol):
     stream_chunk_s: float  # default seconds of new audio per live decode
     metrics: Any  # sasr.metrics.Metrics: the engine's counters (live sessions count their decodes there)
 
-    def stream_policy(self, language: str | None, chunk_s: float) -> LivePolicy:
-        """A live session's policy: its buffer, its next decode, and the words each decode commits."""
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> LivePolicy:
+        """A live session's policy: its buffer, its next decode, and the words each decode commits;
+        `prompt` is text as if said before the session (vocabulary, style)."""
         ...
 
     def new_vad(self) -> Any:

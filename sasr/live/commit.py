@@ -25,6 +25,7 @@ class TimedWord:
     text: str
     start_s: float | None = None
     end_s: float | None = None
+    logprobs: list[tuple[str, float]] | None = None  # its tokens and their log probabilities, where known
 
 
 def word_key(word: str) -> str:
@@ -45,14 +46,15 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
 class SpeechTracker:
     """Utterances in a stream of per-frame speech probabilities, frame by frame.
 
-    An utterance starts at a frame at least SPEECH_ON likely to be speech and ends once frames below
-    SPEECH_OFF have lasted endpoint_s; its end is just after its last voiced frame. Positions are
+    An utterance starts at a frame at least `on` likely to be speech and ends once frames below
+    `off` have lasted endpoint_s; its end is just after its last voiced frame. Positions are
     session samples. Fed one frame at a time by the policy, so what it says at a frame depends on the
     audio up to that frame alone.
     """
 
-    def __init__(self, endpoint_s: float) -> None:
+    def __init__(self, endpoint_s: float, on: float = SPEECH_ON, off: float = SPEECH_OFF) -> None:
         self.endpoint_samples = round(endpoint_s * SAMPLE_RATE)
+        self.on, self.off = on, off
         self.in_speech = False
         self.start = 0  # session sample where the current utterance began
         self.last_voiced = 0  # session sample just after its last voiced frame
@@ -66,10 +68,10 @@ class SpeechTracker:
         """Take one frame; return (start, end) of the utterance it ends, if it ends one."""
         self.num_frames += 1
         if not self.in_speech:
-            if prob >= SPEECH_ON:
+            if prob >= self.on:
                 self.in_speech, self.start, self.last_voiced = True, self.position - VAD_FRAME_SAMPLES, self.position
             return None
-        if prob >= SPEECH_OFF:
+        if prob >= self.off:
             self.last_voiced = self.position
         elif self.position - self.last_voiced >= self.endpoint_samples:
             return self.close()

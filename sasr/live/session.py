@@ -3,7 +3,10 @@
 The session owns its incoming audio, its voice-activity state and an inference loop; the model's live
 policy (engine.stream_policy) owns the decode window and decides what to decode and what a decode
 commits. Each new piece of audio goes through the VAD (off the event loop), then the policy is asked
-for its next decode, which the engine batches with every other session's and request's. No torch here.
+for its next decode, which the engine batches with every other session's and request's. What the session
+hears it tells a Listener, which each wire protocol implements. With turn detection on, the session
+also cuts its audio into turns (Realtime items): at each turn's end every word of the turn is
+committed before the audio after it is looked at. No torch here.
 """
 
 from __future__ import annotations
@@ -11,23 +14,38 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections import deque
 
 import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
-from sasr.protocol import (
-    ServerEvent,
-    SessionStart,
-    TranscriptDelta,
-    TranscriptFinal,
-    TranscriptPartial,
-)
+from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
+from sasr.live.turns import TurnDetection, TurnEvent, Turns
 
 LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech
 PROGRESS_S = 0.5  # with partials, silence is acknowledged (an event) at least this often
-MAX_FINAL_DECODES = 64  # a session's last audio never takes more decodes than this
+MAX_FINAL_DECODES = 64  # a turn's (or the session's) last audio never takes more decodes than this
+
+
+class Listener:
+    """What a live session tells its wire protocol, in audio order; each method may send events.
+    Times are milliseconds of session audio. The defaults do nothing."""
+
+    async def words(self, words: list[TimedWord], audio_ms: int) -> None:
+        """Words committed by a decode that heard audio_ms of the session."""
+
+    async def partial(self, text: str, audio_ms: int) -> None:
+        """The not-yet-stable tail after the committed words (replaces the previous one)."""
+
+    async def speech_started(self, start_ms: int) -> None:
+        """A turn began (turn detection on)."""
+
+    async def turn_closing(self, end_ms: int, detected: bool) -> None:
+        """A turn ends: speech stopped (detected) or the client committed; its last words follow."""
+
+    async def turn_closed(self, duration_ms: int) -> None:
+        """Every word of the turn that is closing has been sent."""
 
 
 class BufferOverflow(Exception):
@@ -40,42 +58,86 @@ def ms(samples: int) -> int:
 
 class Session:
     def __init__(
-        self, engine, start: SessionStart, emit: Callable[[ServerEvent], Awaitable[None]],
+        self, engine, listener: Listener, audio_format: str, language: str | None = None,
+        prompt: str | None = None, turns: TurnDetection | None = None,
         chunk_s: float | None = None, max_buffer_s: float = 60.0,
     ) -> None:
         self.id = f"sess_{uuid.uuid4().hex[:16]}"
-        self.engine, self.emit = engine, emit
-        chunk_s = chunk_s or engine.stream_chunk_s  # the model's own default unless configured
-        self.chunk_s, self.max_buffer_s = chunk_s, max_buffer_s
-        self.partials = start.partials
-        self.frames = FrameDecoder(start.audio_format)
-        self.policy = engine.stream_policy(start.language, chunk_s)  # the model's live policy
-        self.vad = engine.new_vad()
+        self.engine, self.listener = engine, listener
+        self.chunk_s = chunk_s or engine.stream_chunk_s  # the model's own default unless configured
+        self.max_buffer_s = max_buffer_s
+        self.language, self.prompt, self.turn_detection = language, prompt, turns
+        self.audio_format, self.frames = audio_format, FrameDecoder(audio_format)
         self.incoming: list[np.ndarray] = []  # audio received, not yet through the VAD
         self.num_incoming = 0  # samples in it
         self.num_received = 0  # samples received in all
-        self.text = ""  # the concatenation of every delta sent
+        self.text = ""  # every committed word, space-separated
         self.last_event_ms = 0  # audio_ms of the last event sent
         self.audio_arrived = asyncio.Event()
         self.progress = asyncio.Event()  # set after each pass: room for more audio
         self.ending = False
+        self.commits: deque[int] = deque()  # session samples where the client committed, not yet closed
+        self.committed_until = 0  # session audio up to here belongs to closed turns, or to ones closing
+        self.generation = 0  # bumped by clear(): decodes started before it are void
+        self.cleared_at: int | None = None  # session sample where the audio after a clear() begins
         self.started = time.monotonic()
         self.from_file = False  # the client has sent audio faster than speech: backpressure, finals only
+        self._restart(0)
         self.task = asyncio.create_task(self._run())
+
+    def _restart(self, base: int) -> None:
+        """A fresh policy, VAD and turn detector for the audio after session sample `base` (their clock)."""
+        self.base = base
+        self.policy = self.engine.stream_policy(self.language, self.chunk_s, self.prompt)  # the model's live policy
+        self.vad = self.engine.new_vad()
+        self.turns = Turns(self.turn_detection) if self.turn_detection else None
+        self.heard: deque[tuple[np.ndarray, np.ndarray]] = deque()  # through the VAD, not given to the policy
+        self.num_fed = 0  # samples given to the policy
+        self.num_frames = 0  # VAD frames computed
+        self.turn_start: int | None = None  # where the open turn began (with its padding)
+        self.closing: int | None = None  # where the speech ended of a turn whose last words are being decoded
+        self.last_closed = 0  # where the last turn closed
+
+    def _ms(self, samples: int) -> int:
+        """Milliseconds of session audio at sample `samples` of the policy's clock."""
+        return ms(self.base + samples)
 
     @property
     def received_ms(self) -> int:
         return ms(self.num_received)
 
     @property
+    def num_heard(self) -> int:
+        return sum(len(samples) for samples, _ in self.heard)
+
+    @property
     def unprocessed_s(self) -> float:
-        return self.num_incoming / SAMPLE_RATE + self.policy.unprocessed_s
+        return (self.num_incoming + self.num_heard) / SAMPLE_RATE + self.policy.unprocessed_s
+
+    @property
+    def uncommitted_ms(self) -> int:
+        """Audio received since the last turn closed (or the last clear)."""
+        return ms(self.num_received - self.committed_until)
 
     def feed(self, data: bytes) -> None:
         self._take(self.frames.decode(data))
 
+    def configure(self, language: str | None, prompt: str | None, turns: TurnDetection | None) -> None:
+        """New settings for the audio from now on (a prompt applies from the next clear)."""
+        self.language, self.prompt = language, prompt
+        self.policy.language = language
+        if turns != self.turn_detection:
+            self.turn_detection = turns
+            self.turns = Turns(turns, first_frame=self.num_frames) if turns else None
+
+    def set_format(self, audio_format: str) -> None:
+        """Take what the decoder still holds (its resampler's tail), and decode what follows afresh."""
+        self._take(self.frames.flush())
+        self.audio_format, self.frames = audio_format, FrameDecoder(audio_format)
+
     def _take(self, audio: np.ndarray) -> None:
-        if self.policy.buffered_s + (self.num_incoming + len(audio)) / SAMPLE_RATE > self.max_buffer_s:
+        buffered = self.policy.buffered_s + (self.num_incoming + self.num_heard + len(audio)) / SAMPLE_RATE
+        if buffered > self.max_buffer_s:
             raise BufferOverflow(
                 f"more than {self.max_buffer_s:g} s of audio would be buffered; send at most real time"
             )
@@ -94,61 +156,139 @@ class Session:
             self.progress.clear()
             await self.progress.wait()
 
-    async def finish(self) -> TranscriptFinal:
-        """No more audio: decode what is left, commit everything, and return the final event."""
+    def commit(self) -> None:
+        """Close the current turn at the audio received so far (the client's commit)."""
+        self.set_format(self.audio_format)
+        self.committed_until = self.num_received
+        self.commits.append(self.num_received)
+        self.audio_arrived.set()
+
+    def clear(self) -> None:
+        """Drop the audio of the current turn: what was received and not yet committed."""
+        self.generation += 1
+        self.incoming, self.num_incoming = [], 0
+        self.cleared_at = self.committed_until = self.num_received
+        self.commits.clear()
+        self.audio_arrived.set()
+
+    async def finish(self) -> None:
+        """No more audio: decode what is left and commit everything (session.text is the transcript)."""
         self._take(self.frames.flush())
         self.ending = True
         self.audio_arrived.set()
         await self.task
-        return TranscriptFinal(text=self.text, audio_ms=self.received_ms)
 
     def cancel(self) -> None:
         self.task.cancel()
 
     async def _run(self) -> None:
-        final_decodes = 0
+        num_final = 0  # decodes of the turn (or the session's end) being closed
         while True:
-            if self.incoming:
-                samples = np.concatenate(self.incoming)
-                self.incoming, self.num_incoming = [], 0
-                self.policy.add_audio(samples, await self.engine.run_vad(self.vad, samples))
+            if self.cleared_at is not None:
+                self._restart(self.cleared_at)
+                self.cleared_at = None
+            await self._ingest()
+            last = self.ending and not self.incoming and not self.heard
+            final = last or self.closing is not None
             self.policy.files = self.from_file
-            last = self.ending and not self.incoming
             behind = not self.from_file and self.unprocessed_s >= 2 * self.chunk_s
-            job = self.policy.next_job(final=last, catch_up=behind)
-            if job is not None and (not last or final_decodes < MAX_FINAL_DECODES):
-                final_decodes += last
-                await self._decode(job, last)
+            job = self.policy.next_job(final=final, catch_up=behind)
+            if job is not None and (not final or num_final < MAX_FINAL_DECODES):
+                num_final += final
+                await self._decode(job, final)
+            elif self.closing is not None:
+                start = self.turn_start if self.turn_start is not None else self.last_closed
+                await self.listener.turn_closed(ms(max(0, self.closing - start)))
+                self.last_closed = self.num_fed
+                self.committed_until = max(self.committed_until, self.base + self.num_fed)
+                self.closing, self.turn_start, num_final = None, None, 0
             else:
                 await self._acknowledge()
                 if last:
                     return
                 self.progress.set()
-                if not self.incoming and not self.ending:
+                idle = not (self.incoming or self.heard or self.commits or self.cleared_at is not None)
+                if idle and not self.ending:
                     self.audio_arrived.clear()
                     await self.audio_arrived.wait()
             self.progress.set()
 
+    async def _ingest(self) -> None:
+        """Run the VAD over new audio and hand it to the policy, up to the end of the next turn (where
+        speech stopped, or where the client committed)."""
+        if self.incoming:
+            samples = np.concatenate(self.incoming)
+            self.incoming, self.num_incoming = [], 0
+            generation = self.generation
+            probs = await self.engine.run_vad(self.vad, samples)
+            if generation != self.generation:
+                return  # cleared meanwhile
+            self.heard.append((samples, probs))
+        while self.closing is None:
+            commit_at = self.commits[0] - self.base if self.commits else None
+            if commit_at is not None and self.num_fed >= commit_at:
+                self.commits.popleft()
+                await self._close_turn(self.num_fed, detected=False)
+                return
+            if not self.heard:
+                return
+            samples, probs = self.heard.popleft()
+            if commit_at is not None and commit_at < self.num_fed + len(samples):  # the client committed in here
+                cut = commit_at - self.num_fed
+                used = min(max(0, commit_at // VAD_FRAME_SAMPLES - self.num_frames), len(probs))  # frames before it
+                self.heard.appendleft((samples[cut:], probs[used:]))
+                samples, probs = samples[:cut], probs[:used]
+            end, used = await self._detect_turns(probs)
+            if end is not None:  # the policy hears the turn's audio alone before it closes
+                cut = self.num_frames * VAD_FRAME_SAMPLES - self.num_fed
+                self.heard.appendleft((samples[cut:], probs[used:]))
+                samples, probs = samples[:cut], probs[:used]
+            self.policy.add_audio(samples, probs)
+            self.num_fed += len(samples)
+            if end is not None:
+                await self._close_turn(end, detected=True)
+
+    async def _detect_turns(self, probs: np.ndarray) -> tuple[int | None, int]:
+        """Step the turn detector over the frames, stopping at a turn's end: (that end, frames used)."""
+        for used, prob in enumerate(probs.tolist(), start=1):
+            self.num_frames += 1
+            event = self.turns.step(prob) if self.turns is not None else None
+            if event is None:
+                continue
+            if not event.started:
+                return event.sample, used
+            self.turn_start = event.sample
+            await self.listener.speech_started(self._ms(event.sample))
+        return None, len(probs)
+
+    async def _close_turn(self, end: int, detected: bool) -> None:
+        self.closing = end
+        await self.listener.turn_closing(self._ms(end), detected)
+
     async def _decode(self, job, final: bool) -> None:
         """Run one decode the policy asked for and send what it commits."""
-        audio_ms = ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
+        audio_ms = self._ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
         self.engine.metrics.inc("sasr_live_decodes_total", help="Decodes run for live sessions, by kind",
                                 kind=getattr(job, "kind", "chunk"))
+        generation = self.generation
         result = await self.engine.run_window(job)
-        for word in self.policy.update(job, result, final=final):
-            delta = word.text if not self.text else " " + word.text
-            self.text += delta
-            timed = word.start_s is not None
-            await self.emit(TranscriptDelta(delta=delta, audio_ms=audio_ms,
-                                            start_ms=round(word.start_s * 1000) if timed else None,
-                                            end_ms=round(word.end_s * 1000) if timed else None))
-        if self.partials and not final:
-            await self.emit(TranscriptPartial(text=self.policy.partial, audio_ms=audio_ms))
+        if generation != self.generation:
+            return  # cleared meanwhile: the policy it was for is gone
+        words = self.policy.update(job, result, final=final)
+        if words:
+            shift_s = self.base / SAMPLE_RATE
+            for word in words:
+                if word.start_s is not None:
+                    word.start_s, word.end_s = word.start_s + shift_s, word.end_s + shift_s
+            self.text = " ".join([self.text, *(w.text for w in words)]).strip()
+            await self.listener.words(words, audio_ms)
+        if not final:
+            await self.listener.partial(self.policy.partial, audio_ms)
         self.last_event_ms = max(self.last_event_ms, audio_ms)
 
     async def _acknowledge(self) -> None:
-        """With partials, say how far the audio has been handled when no decode did (silence)."""
-        heard_ms = ms(self.policy.heard_samples)
-        if self.partials and heard_ms - self.last_event_ms >= PROGRESS_S * 1000:
+        """Say how far the audio has been handled when no decode did (silence), at least every PROGRESS_S."""
+        heard_ms = self._ms(self.policy.heard_samples)
+        if heard_ms - self.last_event_ms >= PROGRESS_S * 1000:
             self.last_event_ms = heard_ms
-            await self.emit(TranscriptPartial(text=self.policy.partial, audio_ms=heard_ms))
+            await self.listener.partial(self.policy.partial, heard_ms)

@@ -12,6 +12,7 @@ from sasr.engine import Engine
 from sasr.metrics import Metrics
 from sasr.server.errors import EXCEPTION_HANDLERS
 from sasr.server.http import ROUTES
+from sasr.server.realtime import realtime
 from sasr.server.ws import transcription_stream
 
 _KNOWN_PATHS = frozenset(route.paths.copy().pop() for route in ROUTES)
@@ -39,7 +40,7 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
         }
     )
     return Litestar(
-        route_handlers=[*ROUTES, transcription_stream],
+        route_handlers=[*ROUTES, transcription_stream, realtime],
         exception_handlers=EXCEPTION_HANDLERS,
         state=state,
         before_send=[_count_response],

@@ -10,7 +10,8 @@ from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 
-from sasr.live.session import BufferOverflow, Session
+from sasr.live.commit import TimedWord
+from sasr.live.session import BufferOverflow, Listener, Session
 from sasr.protocol import (
     AUDIO_FORMATS,
     MODEL_ALIASES,
@@ -20,6 +21,9 @@ from sasr.protocol import (
     SessionStarted,
     StreamError,
     StreamErrorCode,
+    TranscriptDelta,
+    TranscriptFinal,
+    TranscriptPartial,
     client_event_decoder,
 )
 
@@ -66,11 +70,33 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
     if len(state.sessions) >= state.config.max_sessions:
         raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
 
-    async def emit(event) -> None:
-        await socket.send_text(msgspec.json.encode(event).decode())
+    return Session(state.engine, StreamListener(socket, start.partials), start.audio_format, start.language,
+                   chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds)
 
-    return Session(state.engine, start, emit, chunk_s=state.config.chunk_seconds,
-                   max_buffer_s=state.config.max_buffer_seconds)
+
+class StreamListener(Listener):
+    """A live session's words as the seed protocol's events: one delta a word, partials if asked for."""
+
+    def __init__(self, socket: WebSocket, partials: bool) -> None:
+        self.socket, self.partials = socket, partials
+        self.started = False  # a word has been sent
+
+    async def send(self, event) -> None:
+        await self.socket.send_text(msgspec.json.encode(event).decode())
+
+    async def words(self, words: list[TimedWord], audio_ms: int) -> None:
+        for word in words:
+            timed = word.start_s is not None
+            await self.send(TranscriptDelta(
+                delta=" " + word.text if self.started else word.text, audio_ms=audio_ms,
+                start_ms=round(word.start_s * 1000) if timed else None,
+                end_ms=round(word.end_s * 1000) if timed else None,
+            ))
+            self.started = True
+
+    async def partial(self, text: str, audio_ms: int) -> None:
+        if self.partials:
+            await self.send(TranscriptPartial(text=text, audio_ms=audio_ms))
 
 
 async def fail(socket: WebSocket, code: StreamErrorCode, message: str) -> None:
@@ -106,26 +132,27 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
                         raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.start sent twice")
                     session = open_session(start, socket, state)
                     state.sessions.add(session)
-                    metrics.inc("sasr_stream_sessions_total", help="Live sessions started")
+                    metrics.inc("sasr_stream_sessions_total", help="Live sessions started", protocol="stream")
                     await socket.send_text(msgspec.json.encode(SessionStarted(session_id=session.id)).decode())
                 case SessionEnd():
                     if session is None:
                         raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.end before session.start")
-                    final = await session.finish()
+                    await session.finish()
+                    final = TranscriptFinal(text=session.text, audio_ms=session.received_ms)
                     await socket.send_text(msgspec.json.encode(final).decode())
                     await socket.close(1000)
                     return
     except StreamFailure as exc:
-        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code=exc.code.value)
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code=exc.code.value)
         await fail(socket, exc.code, exc.message)
     except BufferOverflow as exc:
-        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code="buffer_overflow")
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code="buffer_overflow")
         await fail(socket, StreamErrorCode.BUFFER_OVERFLOW, str(exc))
     except WebSocketDisconnect:
         pass
     except Exception:
         log.exception("live session failed")
-        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", code="internal_error")
+        metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code="internal_error")
         await fail(socket, StreamErrorCode.INTERNAL_ERROR, "internal server error")
     finally:
         if session is not None:

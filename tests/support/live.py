@@ -49,17 +49,19 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
     import asyncio
 
     from sasr.live import session as live_session
-    from sasr.protocol import SessionStart
+    from sasr.protocol import DEFAULT_AUDIO_FORMAT, TranscriptFinal, server_event_decoder
+    from sasr.server.ws import StreamListener
 
     events = []
 
-    async def emit(event) -> None:
-        events.append(event)
+    class Recorder:  # the socket StreamListener sends to
+        async def send_text(self, text: str) -> None:
+            events.append(server_event_decoder.decode(text))
 
     slack = live_session.LIVE_SLACK_S
     live_session.LIVE_SLACK_S = -1.0 if pace == "file" else 1e9
     try:
-        session = live_session.Session(engine, SessionStart(partials=partials), emit)
+        session = live_session.Session(engine, StreamListener(Recorder(), partials), DEFAULT_AUDIO_FORMAT)
         step = round(frame_s * SAMPLE_RATE)
         for start in range(0, len(audio), step):
             session._take(audio[start : start + step])
@@ -69,7 +71,8 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
                     await asyncio.wait_for(session.progress.wait(), 60)
             else:
                 await session.wait_for_room()
-        events.append(await session.finish())
+        await session.finish()
+        events.append(TranscriptFinal(text=session.text, audio_ms=session.received_ms))
     finally:
         live_session.LIVE_SLACK_S = slack
     return events

@@ -68,8 +68,10 @@ class Qwen3Engine(EngineCore):
         runner = PagedRunner(model, self.vocab, max_num_seqs, num_blocks, BLOCK_SIZE, MAX_LEN, loaded.ignore_eos)
         super().__init__(runner, Scheduler(max_num_seqs, stop, MAX_LEN, blocks=self.blocks), max_queued)
 
-    def stream_policy(self, language: str | None, chunk_s: float) -> Qwen3StreamingPolicy:
-        return Qwen3StreamingPolicy(self.vocab, language, round(chunk_s * SAMPLE_RATE))
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> Qwen3StreamingPolicy:
+        policy = Qwen3StreamingPolicy(self.vocab, language, round(chunk_s * SAMPLE_RATE))
+        policy.context = (prompt or "")[-CONTEXT_CHARS:]
+        return policy
 
     async def run_window(self, job: Qwen3Job) -> Qwen3Result:
         """Decode one prompt in whatever batches the scheduler puts it."""

@@ -42,8 +42,10 @@ class WhisperEngine(EngineCore):
     def _record_model(self, batch) -> None:
         self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
 
-    def stream_policy(self, language: str | None, chunk_s: float) -> StreamingPolicy:
-        return StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> StreamingPolicy:
+        policy = StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
+        policy.context = self.vocab.encode(" " + prompt.strip()) if prompt else []
+        return policy
 
     async def run_window(self, job: WindowJob) -> WindowResult:
         """Decode one window in whatever batch the scheduler puts it."""

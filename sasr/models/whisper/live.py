@@ -21,6 +21,7 @@ server has fallen behind may `catch_up`, skipping partials and commit decodes (n
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -241,10 +242,12 @@ class StreamingPolicy(LiveBuffer):
             self.partial = " ".join(self.previous)
             return []
         fresh = words[self.num_committed_words :]
+        logprobs = self._token_logprobs(job, result, fresh)
         if job.kind == COMMIT:
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
             stable = agreed_prefix(self.previous, [w.text for w in fresh]) if not looping else 0
-            sure = self._sure_words(job, result, fresh)
+            floor = math.log(MIN_WORD_PROB)  # and whose every token the model was sure of
+            sure = next((i for i, pairs in enumerate(logprobs) if min((lp for _, lp in pairs), default=0.0) < floor), len(fresh))
             stable = min(stable, sure)
             while stable and fresh[stable - 1].end_s > horizon:
                 stable -= 1
@@ -252,7 +255,7 @@ class StreamingPolicy(LiveBuffer):
             self.previous = [w.text for w in fresh[stable:]]
         elif job.kind == FORCED:
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
-            commit = [w for w in fresh if w.end_s <= horizon] or fresh
+            commit = list(itertools.takewhile(lambda w: w.end_s <= horizon, fresh)) or fresh
             self.previous = []
         else:
             commit, self.previous = fresh, []
@@ -261,7 +264,8 @@ class StreamingPolicy(LiveBuffer):
         self.num_committed_words += len(commit)
         self.partial = " ".join(self.previous)
         offset_s = self.buffer_start / SAMPLE_RATE
-        timed = [TimedWord(w.text.strip(), float(offset_s + w.start_s), float(offset_s + w.end_s)) for w in commit]
+        timed = [TimedWord(w.text.strip(), float(offset_s + w.start_s), float(offset_s + w.end_s), pairs)
+                 for w, pairs in zip(commit, logprobs)]  # commit is a prefix of fresh
         timed = self._without_echo(timed)
         if job.kind == FINAL:
             self.history.append((job.end, len(self.committed), self.num_committed_words))
@@ -284,21 +288,20 @@ class StreamingPolicy(LiveBuffer):
             self.last_sent = words[-1]
         return words
 
-    def _sure_words(self, job: LiveJob, result: WindowResult, fresh: list[Word]) -> int:
-        """How many leading fresh words the model was sure of: every token at least MIN_WORD_PROB likely."""
+    def _token_logprobs(self, job: LiveJob, result: WindowResult, fresh: list[Word]) -> list[list[tuple[str, float]]]:
+        """Each fresh word's tokens with their log probabilities (found in order after the forced ones)."""
         logprob = dict(zip(range(len(job.forced), len(result.tokens)), result.logprobs))
         position = len(job.forced)
-        count = 0
-        floor = math.log(MIN_WORD_PROB)
+        per_word = []
         for word in fresh:
+            pairs = []
             for token in word.tokens:
                 while position < len(result.tokens) and result.tokens[position] != token:
                     position += 1
-                if logprob.get(position, 0.0) < floor:
-                    return count
+                pairs.append((self.vocab.decode([token]), logprob.get(position, 0.0)))
                 position += 1
-            count += 1
-        return count
+            per_word.append(pairs)
+        return per_word
 
     def _keep_history(self, keep_s: float) -> None:
         """Keep the latest whole utterances that fit in keep_s seconds; the rest become the prompt."""
