@@ -35,11 +35,13 @@ $(VENV)/.installed: pyproject.toml
 serve: setup
 	$(BIN)/sasr serve --host $(HOST) --port $(PORT) $(SERVE_ARGS)
 
-# Speech fixtures are made by espeak-ng and sox; real recordings come from alsa-utils.
+# Speech fixtures are made by espeak-ng and sox; real recordings come from alsa-utils; the web page is
+# tested in Debian's chromium (driven by Playwright, which never downloads a browser here).
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || [ ! -f /usr/share/sounds/alsa/Front_Center.wav ]; then \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || [ ! -f /usr/share/sounds/alsa/Front_Center.wav ] \
+	    || ! command -v chromium >/dev/null; then \
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends espeak-ng sox alsa-utils; \
+	  $$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q --no-install-recommends espeak-ng sox alsa-utils chromium; \
 	fi
 
 test: setup system-deps

@@ -22,9 +22,13 @@ def _flag(field: msgspec.structs.FieldInfo) -> tuple[str, dict]:
     extra = meta.extra or {}
     switch_off = kind is bool and field.default  # a switch flips the default: --enforce-eager, --no-prefix-caching
     name = extra.get("flag") or f"--{'no-' if switch_off else ''}{field.name.replace('_', '-')}"
+    default = field.default_factory() if field.default is msgspec.NODEFAULT else field.default
     options = {"dest": field.name, "help": meta.description,
-               "default": os.environ.get(extra["env"], field.default) if "env" in extra else field.default}
-    if kind is bool:
+               "default": os.environ.get(extra["env"], default) if "env" in extra else default}
+    if typing.get_origin(kind) is list:  # repeatable; its environment variable is comma-separated
+        env = options["default"]
+        options.update(action="append", default=[x for x in env.split(",") if x] if isinstance(env, str) else env)
+    elif kind is bool:
         options["action"] = "store_false" if switch_off else "store_true"
     elif typing.get_origin(kind) is typing.Literal:
         options["choices"] = typing.get_args(kind)

@@ -59,3 +59,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     max_buffer_seconds: Annotated[float, setting(
         "live audio buffered past this ends the session with buffer_overflow"
     )] = 60.0
+    api_keys: Annotated[list[str], setting(
+        "require this key (repeatable; SASR_API_KEYS: comma-separated) on every endpoint but /health and the "
+        "web page: HTTP Authorization: Bearer KEY, WebSocket the same header or the "
+        "openai-insecure-api-key.KEY subprotocol", flag="--api-key", env="SASR_API_KEYS"
+    )] = msgspec.field(default_factory=list)
+    open_metrics: Annotated[bool, setting("with API keys set, leave /metrics open (default: keyed)")] = False

@@ -92,6 +92,7 @@ class ErrorCode(str, enum.Enum):
     AUDIO_TOO_LONG = "audio_too_long"
     FILE_TOO_LARGE = "file_too_large"
     SERVER_BUSY = "server_busy"
+    INVALID_API_KEY = "invalid_api_key"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     INTERNAL_ERROR = "internal_error"
@@ -111,8 +112,11 @@ class ErrorResponse(msgspec.Struct):
 # -- SSE: POST /v1/audio/transcriptions with stream=true (OpenAI's transcription stream events) -------
 
 
-class TranscriptTextDelta(msgspec.Struct, tag_field="type", tag="transcript.text.delta"):
+class TranscriptTextDelta(msgspec.Struct, tag_field="type", tag="transcript.text.delta", omit_defaults=True):
     delta: str
+    # extension: the segment's time span in seconds (OpenAI's clients ignore it; sasr's page makes subtitles)
+    start: float | None = None
+    end: float | None = None
 
 
 class TranscriptTextDone(msgspec.Struct, tag_field="type", tag="transcript.text.done"):
@@ -182,6 +186,7 @@ class StreamErrorCode(str, enum.Enum):
     UNSUPPORTED_MODEL = "unsupported_model"
     INTERNAL_ERROR = "internal_error"
     TOO_MANY_SESSIONS = "too_many_sessions"
+    UNAUTHORIZED = "unauthorized"  # API keys are required and none valid was given
 
 
 class StreamError(msgspec.Struct, tag_field="type", tag="error"):
@@ -391,6 +396,7 @@ class RealtimeErrorCode(str, enum.Enum):
     MODEL_NOT_FOUND = "model_not_found"
     BUFFER_OVERFLOW = "buffer_overflow"
     TOO_MANY_SESSIONS = "too_many_sessions"
+    UNAUTHORIZED = "unauthorized"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -73,6 +73,14 @@ def server(cache_dir):
 
 
 @pytest.fixture(scope="session")
+def keyed_server(cache_dir):
+    """A server that wants an API key (sk-right or sk-other) and holds one live session at a time."""
+    srv = Server("--max-sessions", "1", "--api-key", "sk-right", "--api-key", "sk-other")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
 def client(server):
     import openai
 

@@ -31,7 +31,7 @@ def test_flag_names_are_the_documented_ones():
         "--model", "--load-format", "--served-model-name", "--host", "--port", "--device", "--dtype",
         "--max-audio-seconds", "--max-upload-mb", "--max-queued-requests", "--max-num-seqs", "--enforce-eager",
         "--max-sessions", "--chunk-seconds", "--no-prefix-caching", "--num-kv-blocks", "--max-buffer-seconds",
-        "--quantize",
+        "--quantize", "--api-key", "--open-metrics",
     }
 
 
@@ -57,6 +57,15 @@ def test_host_and_port_from_the_environment(monkeypatch):
     config = config_from_args(parse_args(["serve"]))
     assert (config.host, config.port) == ("0.0.0.0", 9123)
     assert config_from_args(parse_args(["serve", "--port", "7000"])).port == 7000
+
+
+def test_api_keys_from_flags_and_the_environment(monkeypatch):
+    monkeypatch.delenv("SASR_API_KEYS", raising=False)
+    assert config_from_args(parse_args(["serve"])).api_keys == []
+    assert config_from_args(parse_args(["serve", "--api-key", "a", "--api-key", "b"])).api_keys == ["a", "b"]
+    monkeypatch.setenv("SASR_API_KEYS", "k1,k2")
+    assert config_from_args(parse_args(["serve"])).api_keys == ["k1", "k2"]
+    assert config_from_args(parse_args(["serve", "--api-key", "c"])).api_keys == ["k1", "k2", "c"]
 
 
 def test_choices_are_enforced():

@@ -21,7 +21,7 @@ import numpy as np
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
 from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
-from sasr.live.turns import TurnDetection, TurnEvent, Turns
+from sasr.live.turns import TurnDetection, Turns
 
 LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech
 PROGRESS_S = 0.5  # with partials, silence is acknowledged (an event) at least this often

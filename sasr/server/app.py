@@ -10,8 +10,10 @@ from litestar.datastructures import State
 from sasr.config import ServerConfig
 from sasr.engine import Engine
 from sasr.metrics import Metrics
+from sasr.server.auth import require_key
 from sasr.server.errors import EXCEPTION_HANDLERS
 from sasr.server.http import ROUTES
+from sasr.server.page import PAGE_ROUTES
 from sasr.server.realtime import realtime
 from sasr.server.ws import transcription_stream
 
@@ -40,7 +42,8 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
         }
     )
     return Litestar(
-        route_handlers=[*ROUTES, transcription_stream, realtime],
+        route_handlers=[*ROUTES, *PAGE_ROUTES, transcription_stream, realtime],
+        before_request=require_key,
         exception_handlers=EXCEPTION_HANDLERS,
         state=state,
         before_send=[_count_response],

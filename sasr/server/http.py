@@ -180,7 +180,7 @@ def sse_response(state: State, job: TranscriptionRequest) -> Stream:
         async for segment in state.engine.transcribe_segments(job):
             delta = segment.text if text else segment.text.lstrip()
             text += delta
-            yield event(TranscriptTextDelta(delta=delta))
+            yield event(TranscriptTextDelta(delta=delta, start=segment.start, end=segment.end))
         usage = Usage(seconds=math.ceil(len(job.audio) / SAMPLE_RATE))
         yield event(TranscriptTextDone(text=text, usage=usage))
         yield b"data: [DONE]\n\n"

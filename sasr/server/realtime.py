@@ -61,6 +61,7 @@ from sasr.protocol import (
     TranscriptionSessionUpdated,
     realtime_client_decoder,
 )
+from sasr.server.auth import accept
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(RealtimeClientEvent))
@@ -333,10 +334,12 @@ def _is_beta(socket: WebSocket) -> bool:
 
 @websocket("/v1/realtime")
 async def realtime(socket: WebSocket, state: State, model: str | None = None) -> None:
-    await socket.accept()
+    authorized = await accept(socket)
     conn = Connection(socket, state, _is_beta(socket), model)
     metrics = state.metrics
     try:
+        if not authorized:
+            raise RealtimeFailure(RealtimeErrorCode.UNAUTHORIZED, "a valid API key is required")
         if model is not None and not accepts_model(model, state):
             raise RealtimeFailure(RealtimeErrorCode.MODEL_NOT_FOUND,
                                   f"model {model!r} is not served here; this server serves {state.served_model_name!r}",

@@ -26,6 +26,7 @@ from sasr.protocol import (
     TranscriptPartial,
     client_event_decoder,
 )
+from sasr.server.auth import accept
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
@@ -109,10 +110,12 @@ async def fail(socket: WebSocket, code: StreamErrorCode, message: str) -> None:
 
 @websocket("/v1/audio/transcriptions/stream")
 async def transcription_stream(socket: WebSocket, state: State) -> None:
-    await socket.accept()
+    authorized = await accept(socket)
     session: Session | None = None
     metrics = state.metrics
     try:
+        if not authorized:
+            raise StreamFailure(StreamErrorCode.UNAUTHORIZED, "a valid API key is required")
         while True:
             if session is not None:
                 await session.wait_for_room()

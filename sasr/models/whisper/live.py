@@ -239,7 +239,7 @@ class StreamingPolicy(LiveBuffer):
         if job.kind == PARTIAL:  # shown, never committed
             utterance_words = self.num_committed_words - (self.history[-1][2] if self.history else 0)
             self.previous = [w.text for w in words[utterance_words:]]
-            self.partial = " ".join(self.previous)
+            self.partial = " ".join(w.strip() for w in self.previous)
             return []
         fresh = words[self.num_committed_words :]
         logprobs = self._token_logprobs(job, result, fresh)
@@ -262,7 +262,7 @@ class StreamingPolicy(LiveBuffer):
         new_tokens = result.tokens[len(job.forced) :]
         self.committed = list(job.forced) + new_tokens[: token_cut(self.vocab, new_tokens, len(commit))]
         self.num_committed_words += len(commit)
-        self.partial = " ".join(self.previous)
+        self.partial = " ".join(w.strip() for w in self.previous)
         offset_s = self.buffer_start / SAMPLE_RATE
         timed = [TimedWord(w.text.strip(), float(offset_s + w.start_s), float(offset_s + w.end_s), pairs)
                  for w, pairs in zip(commit, logprobs)]  # commit is a prefix of fresh
