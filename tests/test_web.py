@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import websockets
 
+from tests.support.server import Server
 from tests.support.speech import HARVARD, concat, read16k
 from tests.support.wer import wer
 
@@ -156,6 +157,37 @@ def test_upload_streams_the_text_and_offers_subtitles(server, speech):
     assert files["vtt"].startswith("WEBVTT\n\n00:00:0")
     assert names == ["microphone.txt", "microphone.srt", "microphone.vtt"]
     assert deltas and all("start" in d["event"] for d in deltas)
+
+
+@in_thread
+def test_a_lost_connection_is_reopened_and_the_text_kept(cache_dir, speech):
+    """The server goes away mid-talk and comes back on the same port: the page says so, reconnects by
+    itself, and the words from before the loss stay on the page while new ones follow."""
+    path, _, _ = speech
+    first = Server()
+    browser = Browser(path)
+    second = None
+    try:
+        page = browser.page
+        page.goto(first.url)
+        page.click("#talk")
+        page.wait_for_function("document.getElementById('committed').textContent.length > 0", timeout=60_000)
+        first.stop()
+        page.wait_for_function("document.getElementById('talk-status').textContent.includes('reconnecting')")
+        before = page.text_content("#committed")
+        second = Server(port=first.port)
+        page.wait_for_function("window.sasrLog.filter(e => e.event && e.event.type === 'session.started').length == 2",
+                               timeout=60_000)
+        page.wait_for_function(f"document.getElementById('committed').textContent.length > {len(before)}",
+                               timeout=60_000)
+        after = page.text_content("#committed")
+        problems = [p for p in browser.problems if "WebSocket" not in p]  # the refused reconnects' own lines
+    finally:
+        browser.close()
+        if second is not None:
+            second.stop()
+    assert after.startswith(before) and len(after) > len(before)
+    assert problems == []
 
 
 @in_thread

@@ -17,8 +17,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *args: str, timeout_s: float = 120) -> None:
-        self.port = free_port()
+    def __init__(self, *args: str, timeout_s: float = 120, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "sasr", "serve", "--port", str(self.port), "--log-level", "warning", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
