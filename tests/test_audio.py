@@ -97,3 +97,22 @@ def test_unknown_live_format_is_refused():
 
     with pytest.raises(ValueError, match="audio_format"):
         FrameDecoder("pcm24_16k_mono")
+
+
+@pytest.mark.parametrize("law", ["ulaw", "alaw"])
+def test_g711_decodes_as_the_standard_library_does(law):
+    """Every G.711 byte decodes to the value audioop (CPython's C implementation of ITU-T G.711) gives;
+    a telephone frame comes out at 16 kHz."""
+    import warnings
+
+    from sasr.audio.stream import FrameDecoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    every_byte = bytes(range(256))
+    expected = np.frombuffer(getattr(audioop, f"{law}2lin")(every_byte, 2), "<i2").astype(np.float32) / 32768
+    decoder = FrameDecoder(f"{law}_8k_mono")
+    decoder.resampler = None  # compare the 8 kHz samples themselves
+    assert np.array_equal(decoder.decode(every_byte), expected)
+    assert len(FrameDecoder(f"{law}_8k_mono").decode(bytes(8000), last=True)) == 16000

@@ -287,3 +287,24 @@ async def test_limits_are_realtime_errors(small_server, stretches):
         events = await events_until(first, count("error")(1))
         assert events[-1]["error"]["code"] == "buffer_overflow"
     assert small_server.healthy()
+
+
+async def test_semantic_vad_eagerness_sets_how_long_a_pause_ends_an_item(server, stretches):
+    """semantic_vad is mapped onto the VAD: at eagerness low (2 s of silence) a 1 s pause does not end
+    the item, so both stretches come back as one; server_vad at 500 ms splits them (tested above)."""
+    audio = concat([stretches[0][0], silence(1.0), stretches[1][0], silence(2.5)], gap_s=0)
+    async with connect(server) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "turn_detection": {"type": "semantic_vad", "eagerness": "low"}}}})
+        await append(conn, pcm16(audio))
+        events = await events_until(conn, count(COMPLETED)(1))
+        await asyncio.sleep(1.0)  # nothing more comes
+        await conn.input_audio_buffer.commit()  # the last 0.5 s of silence, after the item ended
+        more = await events_until(conn, count(COMPLETED)(1))
+    turn = events[1]["session"]["audio"]["input"]["turn_detection"]
+    assert turn["type"] == "semantic_vad" and turn["eagerness"] == "low"
+    completed = [e for e in events if e["type"] == COMPLETED]
+    assert len(completed) == 1
+    assert [e["transcript"] for e in more if e["type"] == COMPLETED] == [""]  # the speech was all in the item
+    num_words = len(completed[0]["transcript"].split())
+    assert num_words >= 0.8 * len(f"{stretches[0][1]} {stretches[1][1]}".split())

@@ -56,12 +56,14 @@ from sasr.protocol import (
     SpeechStopped,
     TranscriptionCompleted,
     TranscriptionDelta,
+    TranscriptionFailed,
     TranscriptionSessionCreated,
     TranscriptionSessionUpdate,
     TranscriptionSessionUpdated,
     realtime_client_decoder,
 )
 from sasr.server.auth import accept
+from sasr.server.sockets import next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(RealtimeClientEvent))
@@ -278,9 +280,13 @@ class Connection:
         event.event_id = new_id("event")
         await self.socket.send_text(msgspec.json.encode(event).decode())
 
-    async def error(self, failure: RealtimeFailure, event_id: str | None = None) -> None:
+    @staticmethod
+    def error_body(failure: RealtimeFailure, event_id: str | None = None) -> RealtimeErrorBody:
         kind = "server_error" if failure.code is RealtimeErrorCode.INTERNAL_ERROR else "invalid_request_error"
-        await self.send(RealtimeError(RealtimeErrorBody(kind, failure.code, failure.message, failure.param, event_id)))
+        return RealtimeErrorBody(kind, failure.code, failure.message, failure.param, event_id)
+
+    async def error(self, failure: RealtimeFailure, event_id: str | None = None) -> None:
+        await self.send(RealtimeError(self.error_body(failure, event_id)))
 
     async def send_session(self, created: bool) -> None:
         if self.beta:
@@ -352,10 +358,7 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
         metrics.inc("sasr_stream_sessions_total", help="Live sessions started", protocol="realtime")
         await conn.send_session(created=True)
         while True:
-            await session.wait_for_room()
-            if session.task.done() and session.task.exception() is not None:
-                raise session.task.exception()
-            message = await socket.receive()
+            message = await next_message(socket, session)
             if message["type"] == "websocket.disconnect":
                 return
             event_id = None
@@ -378,7 +381,10 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
         pass
     except Exception:
         log.exception("realtime session failed")
-        await _fail(conn, RealtimeFailure(RealtimeErrorCode.INTERNAL_ERROR, "internal server error"))
+        failure = RealtimeFailure(RealtimeErrorCode.INTERNAL_ERROR, "internal server error")
+        if conn.listener.item_id is not None:  # the item being transcribed fails with it
+            await _quietly(conn.send(TranscriptionFailed(item_id=conn.listener.item_id, error=conn.error_body(failure))))
+        await _fail(conn, failure)
     finally:
         if conn.session is not None:
             conn.session.cancel()
@@ -389,8 +395,12 @@ async def _fail(conn: Connection, failure: RealtimeFailure) -> None:
     """Send the error that ends the session, and close."""
     conn.state.metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error",
                            protocol="realtime", code=failure.code.value)
+    await _quietly(conn.error(failure))
+    await _quietly(conn.socket.close(_CLOSE_CODES.get(failure.code, 1008), reason=failure.code.value))
+
+
+async def _quietly(sending) -> None:
     try:
-        await conn.error(failure)
-        await conn.socket.close(_CLOSE_CODES.get(failure.code, 1008), reason=failure.code.value)
+        await sending
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass  # the client is gone already

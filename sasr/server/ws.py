@@ -27,6 +27,7 @@ from sasr.protocol import (
     client_event_decoder,
 )
 from sasr.server.auth import accept
+from sasr.server.sockets import next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
@@ -117,11 +118,7 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
         if not authorized:
             raise StreamFailure(StreamErrorCode.UNAUTHORIZED, "a valid API key is required")
         while True:
-            if session is not None:
-                await session.wait_for_room()
-                if session.task.done() and session.task.exception() is not None:
-                    raise session.task.exception()
-            message = await socket.receive()
+            message = await next_message(socket, session)
             if message["type"] == "websocket.disconnect":
                 return  # the client vanished: finally frees the session
             if message.get("bytes") is not None:
