@@ -81,10 +81,10 @@ def serve(args: argparse.Namespace) -> None:
                           num_kv_blocks=config.num_kv_blocks, quantize=config.quantize)
     name = config.served_model_name or engine.served_name
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
-    # Keepalive pings never time out: a client streaming a file faster than speech is held back by TCP
-    # backpressure, and its pongs queue behind its audio (minutes of it, in socket buffers).
+    # Sockets are read as frames arrive (a file sender's audio waits in its session, bounded), so pings
+    # and pongs never queue behind audio: a peer that stops answering is gone.
     uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level,
-                ws_ping_interval=20.0, ws_ping_timeout=None)
+                ws_ping_interval=config.ws_ping_interval, ws_ping_timeout=config.ws_ping_timeout)
 
 
 def transcribe(args: argparse.Namespace) -> None:

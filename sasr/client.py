@@ -46,7 +46,7 @@ async def stream_audio(url: str, pcm16: bytes, realtime: bool = False, start: di
     ws_url = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
     if not ws_url.endswith(STREAM_PATH):
         ws_url += STREAM_PATH
-    async with websockets.connect(ws_url, max_size=None, ping_interval=None) as ws:
+    async with websockets.connect(ws_url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.start", **(start or {})}))
         started = json.loads(await ws.recv())
         if started["type"] != "session.started":

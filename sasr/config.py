@@ -57,8 +57,13 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "Qwen3-ASR: KV arena size in 16-token blocks (default: sized from memory)"
     )] = None
     max_buffer_seconds: Annotated[float, setting(
-        "live audio buffered past this ends the session with buffer_overflow"
+        "live audio buffered past this ends the session with buffer_overflow (a client streaming a file "
+        "faster than speech may have up to --max-audio-seconds waiting)"
     )] = 60.0
+    ws_ping_interval: Annotated[float, setting("seconds between the server's WebSocket pings")] = 20.0
+    ws_ping_timeout: Annotated[float, setting(
+        "a WebSocket peer that has not answered a ping this long is gone: its session is ended and its slot freed"
+    )] = 20.0
     api_keys: Annotated[list[str], setting(
         "require this key (repeatable; SASR_API_KEYS: comma-separated) on every endpoint but /health and the "
         "web page: HTTP Authorization: Bearer KEY, WebSocket the same header or the "

@@ -31,7 +31,7 @@ def test_flag_names_are_the_documented_ones():
         "--model", "--load-format", "--served-model-name", "--host", "--port", "--device", "--dtype",
         "--max-audio-seconds", "--max-upload-mb", "--max-queued-requests", "--max-num-seqs", "--enforce-eager",
         "--max-sessions", "--chunk-seconds", "--no-prefix-caching", "--num-kv-blocks", "--max-buffer-seconds",
-        "--quantize", "--api-key", "--open-metrics",
+        "--quantize", "--api-key", "--open-metrics", "--ws-ping-interval", "--ws-ping-timeout",
     }
 
 

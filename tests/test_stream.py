@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 
 import httpx
@@ -29,9 +30,9 @@ async def stream(url: str, audio_bytes: bytes, start: dict | None = None, realti
                  bytes_per_s: int = 32000) -> dict:
     """Stream audio; return the events received, when session.end was sent, and the close code."""
     events, times = [], []
-    # no keepalive pings: a client sending faster than speech is held back by TCP backpressure, and
-    # its pings wait in the same queue as its audio
-    async with websockets.connect(url.replace("http", "ws") + PATH, max_size=None, ping_interval=None) as ws:
+    # the websockets library's default keepalive (a ping every 20 s, 20 s to answer): the server reads
+    # as frames arrive, so pings never wait behind audio
+    async with websockets.connect(url.replace("http", "ws") + PATH, max_size=None) as ws:
         await ws.send(json.dumps({"type": "session.start", **(start or {})}))
         started = json.loads(await ws.recv())
 
@@ -170,7 +171,8 @@ ERRORS = {
     "bad_audio_format": ([{"type": "session.start", "audio_format": "mp3"}], "invalid_audio_format"),
     "unknown_message": ([{"type": "session.pause"}], "unknown_message"),
     "unsupported_model": ([{"type": "session.start", "model": "whisper-large-v9"}], "unsupported_model"),
-    "buffer_overflow": ([START, b"\x00\x01" * 16000 * 61], "buffer_overflow"),
+    # more than --max-audio-seconds (100 here) waiting: what a file sender may have queued
+    "buffer_overflow": ([START, b"\x00\x01" * 16000 * 101], "buffer_overflow"),
 }
 
 
@@ -189,5 +191,61 @@ async def test_too_many_sessions(cache_dir):
             assert json.loads(await first.recv())["type"] == "session.started"
             await expect_error(small.url, [START], "too_many_sessions")
         assert small.healthy()
+    finally:
+        small.stop()
+
+
+async def test_a_file_sender_with_keepalive_gets_its_whole_transcript(server, long_speech):
+    """A client with keepalive pings every second (2 s to answer) streams 90 s of speech as fast as the
+    socket takes it: the server reads its frames as they come (the audio waits in the session), so its
+    pings are answered while the file is transcribed, and it gets the final text, never a timeout."""
+    path, text = long_speech
+    audio = pcm16(read16k(path))
+    async with websockets.connect(server.url.replace("http", "ws") + PATH, max_size=None,
+                                  ping_interval=1, ping_timeout=2) as ws:
+        await ws.send(json.dumps(START))
+        assert json.loads(await ws.recv())["type"] == "session.started"
+        started = time.monotonic()
+        for i in range(0, len(audio), 3200):
+            await ws.send(audio[i : i + 3200])
+        await ws.send(json.dumps({"type": "session.end"}))
+        events = [json.loads(m) async for m in ws]
+        took_s = time.monotonic() - started
+        code = ws.close_code
+    assert events[-1]["type"] == "transcript.final" and code == 1000
+    assert took_s > 4  # long enough that a 2 s keepalive timeout would have struck before
+    assert len(events[-1]["text"].split()) >= 0.9 * len(text.split())
+
+
+def open_raw_session(port: int) -> socket.socket:
+    """A WebSocket client that starts a session and then never reads again (so never answers a ping):
+    a peer that vanished without closing."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall((f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    assert b" 101 " in sock.recv(4096).split(b"\r\n")[0]
+    payload, mask = json.dumps(START).encode(), b"\x01\x02\x03\x04"
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+async def test_a_vanished_peer_is_reaped(cache_dir):
+    small = Server("--max-sessions", "1", "--ws-ping-interval", "0.5", "--ws-ping-timeout", "1")
+    try:
+        metrics = lambda: httpx.get(f"{small.url}/metrics").text  # noqa: E731
+        ghost = open_raw_session(small.port)
+        deadline = time.monotonic() + 5
+        while "sasr_live_sessions 1.0" not in metrics():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + 10  # one ping interval and timeout, and the close handshake's
+        while "sasr_live_sessions 0.0" not in metrics():
+            assert time.monotonic() < deadline, "the silent peer still holds its slot"
+            await asyncio.sleep(0.2)
+        assert 'sasr_live_sessions_lost_total{protocol="stream"} 1.0' in metrics()
+        async with websockets.connect(small.url.replace("http", "ws") + PATH) as ws:  # the slot is free again
+            await ws.send(json.dumps(START))
+            assert json.loads(await ws.recv())["type"] == "session.started"
+        ghost.close()
     finally:
         small.stop()

@@ -60,12 +60,12 @@ class Session:
     def __init__(
         self, engine, listener: Listener, audio_format: str, language: str | None = None,
         prompt: str | None = None, turns: TurnDetection | None = None,
-        chunk_s: float | None = None, max_buffer_s: float = 60.0,
+        chunk_s: float | None = None, max_buffer_s: float = 60.0, max_file_s: float = 3600.0,
     ) -> None:
         self.id = f"sess_{uuid.uuid4().hex[:16]}"
         self.engine, self.listener = engine, listener
         self.chunk_s = chunk_s or engine.stream_chunk_s  # the model's own default unless configured
-        self.max_buffer_s = max_buffer_s
+        self.max_buffer_s, self.max_file_s = max_buffer_s, max_file_s
         self.language, self.prompt, self.turn_detection = language, prompt, turns
         self.audio_format, self.frames = audio_format, FrameDecoder(audio_format)
         self.incoming: list[np.ndarray] = []  # audio received, not yet through the VAD
@@ -136,23 +136,23 @@ class Session:
         self.audio_format, self.frames = audio_format, FrameDecoder(audio_format)
 
     def _take(self, audio: np.ndarray) -> None:
+        # A microphone cannot get ahead of the clock; once a client has, it is streaming a file.
+        if (self.num_received + len(audio)) / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S:
+            self.from_file = True
         buffered = self.policy.buffered_s + (self.num_incoming + self.num_heard + len(audio)) / SAMPLE_RATE
-        if buffered > self.max_buffer_s:
-            raise BufferOverflow(
-                f"more than {self.max_buffer_s:g} s of audio would be buffered; send at most real time"
-            )
+        limit = self.max_file_s if self.from_file else self.max_buffer_s
+        if buffered > limit:
+            raise BufferOverflow(f"more than {limit:g} s of audio would be waiting to be transcribed"
+                                 + ("" if self.from_file else "; send at most real time"))
         self.incoming.append(audio)
         self.num_incoming += len(audio)
         self.num_received += len(audio)
-        # A microphone cannot get ahead of the clock; once a client has, it is streaming a file.
-        if self.num_received / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S:
-            self.from_file = True
         self.audio_arrived.set()
 
     async def wait_for_room(self) -> None:
-        """Hold the reader of a client that sends faster than speech while two chunks wait to be looked
-        at: it feels TCP backpressure. A live client cannot slow down; it is caught up instead."""
-        while self.from_file and self.unprocessed_s >= 2 * self.chunk_s and not self.task.done():
+        """Wait while two chunks wait to be looked at (for in-process callers that want to pace a file;
+        the sockets do not: they keep reading, so a client's keepalive pings never wait behind audio)."""
+        while self.unprocessed_s >= 2 * self.chunk_s and not self.task.done():
             self.progress.clear()
             await self.progress.wait()
 
@@ -217,8 +217,7 @@ class Session:
         """Run the VAD over new audio and hand it to the policy, up to the end of the next turn (where
         speech stopped, or where the client committed)."""
         if self.incoming:
-            samples = np.concatenate(self.incoming)
-            self.incoming, self.num_incoming = [], 0
+            samples = self._next_incoming()
             generation = self.generation
             probs = await self.engine.run_vad(self.vad, samples)
             if generation != self.generation:
@@ -247,6 +246,17 @@ class Session:
             self.num_fed += len(samples)
             if end is not None:
                 await self._close_turn(end, detected=True)
+
+    def _next_incoming(self) -> np.ndarray:
+        """The audio to look at next: all of it for a live client; for a file sender a few chunks at a
+        time (the rest waits), so its decodes go on while it sends."""
+        take = len(self.incoming) if not self.from_file else 1
+        while take < len(self.incoming) and sum(len(a) for a in self.incoming[:take]) < 2 * self.chunk_s * SAMPLE_RATE:
+            take += 1
+        samples = np.concatenate(self.incoming[:take])
+        self.incoming = self.incoming[take:]
+        self.num_incoming -= len(samples)
+        return samples
 
     async def _detect_turns(self, probs: np.ndarray) -> tuple[int | None, int]:
         """Step the turn detector over the frames, stopping at a turn's end: (that end, frames used)."""

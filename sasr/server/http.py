@@ -201,7 +201,7 @@ async def health() -> dict[str, str]:
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
 async def metrics(state: State) -> str:
-    return state.metrics.render() + state.engine.render_metrics()
+    return state.metrics.render({"sasr_live_sessions": len(state.sessions)}) + state.engine.render_metrics()
 
 
 ROUTES = [create_transcription, list_models, health, metrics]

@@ -63,7 +63,7 @@ from sasr.protocol import (
     realtime_client_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import next_message
+from sasr.server.sockets import count_lost, next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(RealtimeClientEvent))
@@ -301,7 +301,7 @@ class Connection:
         self.session = Session(
             self.state.engine, self.listener, settings.audio_format, settings.transcription.language,
             settings.transcription.prompt, settings.turns, chunk_s=config.chunk_seconds,
-            max_buffer_s=config.max_buffer_seconds,
+            max_buffer_s=config.max_buffer_seconds, max_file_s=config.max_audio_seconds,
         )
         self.session.id = self.id
         return self.session
@@ -360,6 +360,7 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
         while True:
             message = await next_message(socket, session)
             if message["type"] == "websocket.disconnect":
+                count_lost(state, message, "realtime")
                 return
             event_id = None
             try:

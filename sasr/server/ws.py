@@ -27,7 +27,7 @@ from sasr.protocol import (
     client_event_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import next_message
+from sasr.server.sockets import count_lost, next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
@@ -73,7 +73,8 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
         raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
 
     return Session(state.engine, StreamListener(socket, start.partials), start.audio_format, start.language,
-                   chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds)
+                   chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds,
+                   max_file_s=state.config.max_audio_seconds)
 
 
 class StreamListener(Listener):
@@ -120,6 +121,7 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
         while True:
             message = await next_message(socket, session)
             if message["type"] == "websocket.disconnect":
+                count_lost(state, message, "stream")
                 return  # the client vanished: finally frees the session
             if message.get("bytes") is not None:
                 if session is None:

@@ -68,13 +68,13 @@ class WhisperEngine(EngineCore):
             result, sent = None, 0
             while True:
                 try:
-                    job = policy.send(result)
+                    job = policy.send(result)  # digests the last window's result: its segments are final
                 except StopIteration:
                     break
-                result = await self.run_window(job)
-                for segment in segments[sent:]:
+                for segment in segments[sent:]:  # sent before the next window is decoded
                     yield segment
                 sent = len(segments)
+                result = await self.run_window(job)
             for segment in segments[sent:]:
                 yield segment
 
