@@ -69,10 +69,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from sasr.models.build import build_engine
     from sasr.server.app import create_app
+    from sasr.server.run import serve_app
 
     config = config_from_args(args)
     engine = build_engine(config.model, config.device, config.dtype, max_num_seqs=config.max_num_seqs,
@@ -81,10 +80,7 @@ def serve(args: argparse.Namespace) -> None:
                           num_kv_blocks=config.num_kv_blocks, quantize=config.quantize)
     name = config.served_model_name or engine.served_name
     logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
-    # Sockets are read as frames arrive (a file sender's audio waits in its session, bounded), so pings
-    # and pongs never queue behind audio: a peer that stops answering is gone.
-    uvicorn.run(create_app(config, engine, name), host=config.host, port=config.port, log_level=args.log_level,
-                ws_ping_interval=config.ws_ping_interval, ws_ping_timeout=config.ws_ping_timeout)
+    serve_app(create_app(config, engine, name), config, args.log_level)
 
 
 def transcribe(args: argparse.Namespace) -> None:

@@ -70,3 +70,7 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "openai-insecure-api-key.KEY subprotocol", flag="--api-key", env="SASR_API_KEYS"
     )] = msgspec.field(default_factory=list)
     open_metrics: Annotated[bool, setting("with API keys set, leave /metrics open (default: keyed)")] = False
+    shutdown_timeout: Annotated[float, setting(
+        "on SIGTERM/SIGINT: seconds to drain (refuse new work, finish requests, send live sessions their "
+        "final text) before exiting; a second signal exits at once"
+    )] = 30.0

@@ -92,6 +92,7 @@ class ErrorCode(str, enum.Enum):
     AUDIO_TOO_LONG = "audio_too_long"
     FILE_TOO_LARGE = "file_too_large"
     SERVER_BUSY = "server_busy"
+    SHUTTING_DOWN = "shutting_down"
     INVALID_API_KEY = "invalid_api_key"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -187,6 +188,7 @@ class StreamErrorCode(str, enum.Enum):
     INTERNAL_ERROR = "internal_error"
     TOO_MANY_SESSIONS = "too_many_sessions"
     UNAUTHORIZED = "unauthorized"  # API keys are required and none valid was given
+    SHUTTING_DOWN = "shutting_down"  # the server is draining before it exits: reconnect shortly
 
 
 class StreamError(msgspec.Struct, tag_field="type", tag="error"):
@@ -397,6 +399,7 @@ class RealtimeErrorCode(str, enum.Enum):
     BUFFER_OVERFLOW = "buffer_overflow"
     TOO_MANY_SESSIONS = "too_many_sessions"
     UNAUTHORIZED = "unauthorized"
+    SHUTTING_DOWN = "shutting_down"
     INTERNAL_ERROR = "internal_error"
 
 

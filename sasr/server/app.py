@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 
 from sasr.config import ServerConfig
 from sasr.engine import Engine
 from sasr.metrics import Metrics
+from sasr.protocol import ErrorCode
 from sasr.server.auth import require_key
-from sasr.server.errors import EXCEPTION_HANDLERS
+from sasr.server.errors import EXCEPTION_HANDLERS, APIError
 from sasr.server.http import ROUTES
 from sasr.server.page import PAGE_ROUTES
 from sasr.server.realtime import realtime
@@ -29,6 +31,14 @@ async def _count_response(message, scope) -> None:
         )
 
 
+async def _before_request(request: Request) -> None:
+    """API keys; and while the server drains, new requests are refused (in-flight ones finish)."""
+    await require_key(request)
+    if request.app.state.draining.is_set() and request.url.path != "/health":
+        raise APIError(503, "the server is shutting down; retry shortly", ErrorCode.SHUTTING_DOWN,
+                       headers={"Retry-After": "5"})
+
+
 def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> Litestar:
     """An app serving `engine`; the engine is closed when the app shuts down."""
     state = State(
@@ -39,11 +49,12 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
             "metrics": Metrics(),
             "started_at": int(time.time()),
             "sessions": set(),  # live sessions
+            "draining": asyncio.Event(),  # set on the first SIGTERM/SIGINT (server/run.py)
         }
     )
     return Litestar(
         route_handlers=[*ROUTES, *PAGE_ROUTES, transcription_stream, realtime],
-        before_request=require_key,
+        before_request=_before_request,
         exception_handlers=EXCEPTION_HANDLERS,
         state=state,
         before_send=[_count_response],

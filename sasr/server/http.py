@@ -195,8 +195,11 @@ async def list_models(state: State) -> Response:
 
 
 @get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
+async def health(state: State) -> Response:
+    """200 ok; 503 draining once a shutdown has begun (load balancers stop sending new work)."""
+    if state.draining.is_set():
+        return Response({"status": "draining"}, status_code=503)
+    return Response({"status": "ok"})
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")

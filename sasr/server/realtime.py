@@ -63,7 +63,7 @@ from sasr.protocol import (
     realtime_client_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import count_lost, next_message
+from sasr.server.sockets import Draining, count_lost, draining, next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(RealtimeClientEvent))
@@ -76,7 +76,8 @@ BETA_FORMATS = {"pcm16": "pcm16_24k_mono", "g711_ulaw": "ulaw_8k_mono", "g711_al
 # semantic_vad has no turn model here: its eagerness picks how long a silence ends a turn
 EAGERNESS_SILENCE_MS = {"high": 500, "medium": 1000, "auto": 1000, "low": 2000}
 DEFAULT_TURNS = RealtimeTurnDetection("server_vad", 0.5, 300, 500)
-_CLOSE_CODES = {RealtimeErrorCode.INTERNAL_ERROR: 1011, RealtimeErrorCode.TOO_MANY_SESSIONS: 1013}
+_CLOSE_CODES = {RealtimeErrorCode.INTERNAL_ERROR: 1011, RealtimeErrorCode.TOO_MANY_SESSIONS: 1013,
+                RealtimeErrorCode.SHUTTING_DOWN: 1012}
 
 
 class RealtimeFailure(Exception):
@@ -343,9 +344,12 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
     authorized = await accept(socket)
     conn = Connection(socket, state, _is_beta(socket), model)
     metrics = state.metrics
+    stop = draining(state)
     try:
         if not authorized:
             raise RealtimeFailure(RealtimeErrorCode.UNAUTHORIZED, "a valid API key is required")
+        if stop.done():
+            raise RealtimeFailure(RealtimeErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
         if model is not None and not accepts_model(model, state):
             raise RealtimeFailure(RealtimeErrorCode.MODEL_NOT_FOUND,
                                   f"model {model!r} is not served here; this server serves {state.served_model_name!r}",
@@ -358,7 +362,7 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
         metrics.inc("sasr_stream_sessions_total", help="Live sessions started", protocol="realtime")
         await conn.send_session(created=True)
         while True:
-            message = await next_message(socket, session)
+            message = await next_message(socket, session, stop)
             if message["type"] == "websocket.disconnect":
                 count_lost(state, message, "realtime")
                 return
@@ -374,6 +378,11 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
                 metrics.inc("sasr_realtime_event_errors_total", help="Realtime events refused (the session goes on)",
                             code=exc.code.value)
                 await conn.error(exc, event_id)
+    except Draining:  # the open item is committed and completed, then 1012: the client may reconnect
+        if conn.session.uncommitted_ms >= MIN_COMMIT_MS or conn.listener.item_id is not None:
+            conn.session.commit()
+        await conn.session.finish()
+        await _quietly(socket.close(1012, reason="server shutting down"))
     except RealtimeFailure as exc:
         await _fail(conn, exc)
     except BufferOverflow as exc:
@@ -387,6 +396,7 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
             await _quietly(conn.send(TranscriptionFailed(item_id=conn.listener.item_id, error=conn.error_body(failure))))
         await _fail(conn, failure)
     finally:
+        stop.cancel()
         if conn.session is not None:
             conn.session.cancel()
             state.sessions.discard(conn.session)

@@ -10,17 +10,27 @@ from litestar import WebSocket
 from sasr.live.session import Session
 
 
-async def next_message(socket: WebSocket, session: Session | None) -> dict:
-    """The next ASGI message from the client; if the session's inference loop fails first, its error is
-    raised at once (the client learns of it without sending another frame)."""
-    if session is None:
-        return await socket.receive()
+class Draining(Exception):
+    """The server is shutting down: the session ends with the text of the audio it has received."""
+
+
+def draining(state) -> asyncio.Future:
+    """Done once the server starts to drain (one per connection; cancel it when the connection ends)."""
+    return asyncio.ensure_future(state.draining.wait())
+
+
+async def next_message(socket: WebSocket, session: Session | None, stop: asyncio.Future) -> dict:
+    """The next ASGI message from the client. If the session's inference loop fails first, its error is
+    raised at once (the client learns of it without sending another frame); if the server starts to
+    drain (`stop`), Draining is raised."""
     receive = asyncio.ensure_future(socket.receive())
-    await asyncio.wait({receive, session.task}, return_when=asyncio.FIRST_COMPLETED)
-    if not receive.done():
-        receive.cancel()
+    await asyncio.wait({receive, stop, *([session.task] if session else [])}, return_when=asyncio.FIRST_COMPLETED)
+    if receive.done():
+        return receive.result()
+    receive.cancel()
+    if session is not None and session.task.done():
         raise session.task.exception() or RuntimeError("the live session stopped")
-    return receive.result()
+    raise Draining()
 
 
 def count_lost(state, message: dict, protocol: str) -> None:

@@ -27,12 +27,13 @@ from sasr.protocol import (
     client_event_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import count_lost, next_message
+from sasr.server.sockets import Draining, count_lost, draining, next_message
 
 log = logging.getLogger("sasr")
 _CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
-# close codes: 1008 policy violation (client mistakes), 1011 server fault, 1013 try again later
-_CLOSE_CODES = {StreamErrorCode.INTERNAL_ERROR: 1011, StreamErrorCode.TOO_MANY_SESSIONS: 1013}
+# close codes: 1008 policy violation (client mistakes), 1011 server fault, 1012 restarting, 1013 try again later
+_CLOSE_CODES = {StreamErrorCode.INTERNAL_ERROR: 1011, StreamErrorCode.TOO_MANY_SESSIONS: 1013,
+                StreamErrorCode.SHUTTING_DOWN: 1012}
 
 
 class StreamFailure(Exception):
@@ -102,6 +103,14 @@ class StreamListener(Listener):
             await self.send(TranscriptPartial(text=text, audio_ms=audio_ms))
 
 
+async def finish(socket: WebSocket, session: Session, close_code: int) -> None:
+    """Decode what is left, send transcript.final, close."""
+    await session.finish()
+    final = TranscriptFinal(text=session.text, audio_ms=session.received_ms)
+    await socket.send_text(msgspec.json.encode(final).decode())
+    await socket.close(close_code, reason="server shutting down" if close_code == 1012 else "")
+
+
 async def fail(socket: WebSocket, code: StreamErrorCode, message: str) -> None:
     try:
         await socket.send_text(msgspec.json.encode(StreamError(code=code, message=message)).decode())
@@ -115,11 +124,14 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
     authorized = await accept(socket)
     session: Session | None = None
     metrics = state.metrics
+    stop = draining(state)
     try:
         if not authorized:
             raise StreamFailure(StreamErrorCode.UNAUTHORIZED, "a valid API key is required")
+        if stop.done():
+            raise StreamFailure(StreamErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
         while True:
-            message = await next_message(socket, session)
+            message = await next_message(socket, session, stop)
             if message["type"] == "websocket.disconnect":
                 count_lost(state, message, "stream")
                 return  # the client vanished: finally frees the session
@@ -139,11 +151,13 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
                 case SessionEnd():
                     if session is None:
                         raise StreamFailure(StreamErrorCode.INVALID_STATE, "session.end before session.start")
-                    await session.finish()
-                    final = TranscriptFinal(text=session.text, audio_ms=session.received_ms)
-                    await socket.send_text(msgspec.json.encode(final).decode())
-                    await socket.close(1000)
+                    await finish(socket, session, 1000)
                     return
+    except Draining:  # the text of the audio received, then 1012: the client may reconnect and go on
+        if session is not None:
+            await finish(socket, session, 1012)
+        else:
+            await fail(socket, StreamErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
     except StreamFailure as exc:
         metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code=exc.code.value)
         await fail(socket, exc.code, exc.message)
@@ -157,6 +171,7 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
         metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code="internal_error")
         await fail(socket, StreamErrorCode.INTERNAL_ERROR, "internal server error")
     finally:
+        stop.cancel()
         if session is not None:
             session.cancel()
             state.sessions.discard(session)
