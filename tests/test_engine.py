@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -82,3 +83,75 @@ async def test_cancelled_request_frees_its_slot(engine, eight_files, alone):
             break
         await asyncio.sleep(0.01)
     assert engine.scheduler.num_running == 0 and engine.num_requests == 0
+
+
+@pytest.fixture
+def own_engine(loaded):
+    """A fresh engine on the shared weights, for tests that break it (faults are injected by wrapping
+    its scheduler's methods: a mock where a real fault cannot be made to order)."""
+    from sasr.models.whisper.engine import WhisperEngine
+
+    eng = WhisperEngine(loaded, max_num_seqs=4)
+    yield eng
+    eng.close()
+
+
+def break_once(obj, name: str, times: int = 1):
+    """Make obj.name raise the next `times` calls, then behave again."""
+    real = getattr(obj, name)
+    left = [times]
+
+    def broken(*args, **kwargs):
+        if left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError(f"injected fault in {name}")
+        return real(*args, **kwargs)
+    setattr(obj, name, broken)
+
+
+@pytest.mark.parametrize("where", ["schedule", "postprocess"])
+async def test_a_fault_in_a_step_fails_its_requests_and_the_engine_goes_on(own_engine, eight_files, alone, where):
+    break_once(own_engine.scheduler, where)
+    with pytest.raises(RuntimeError, match="inference failed"):
+        await asyncio.wait_for(own_engine.transcribe(TranscriptionRequest(eight_files[0])), 60)
+    result = await asyncio.wait_for(own_engine.transcribe(TranscriptionRequest(eight_files[1])), 60)
+    assert tokens_of(result) == tokens_of(alone[1])  # served as if nothing had happened
+    assert own_engine.failure is None and counter(own_engine, "sasr_engine_faults_total") == 1
+
+
+async def test_a_failing_finish_callback_does_not_stop_the_engine(own_engine, eight_files, alone):
+    """A finish callback that raises after doing its work (say, its request's loop is closing) is a
+    fault of that step: the engine thread lives on and serves the next request."""
+    real_add = own_engine.scheduler.add
+    poisoned = []
+
+    def add(seq) -> None:
+        if not poisoned:
+            poisoned.append(seq)
+            deliver = seq.on_finish
+
+            def on_finish(s):
+                deliver(s)
+                raise RuntimeError("callback fault")
+            seq.on_finish = on_finish
+        real_add(seq)
+    own_engine.scheduler.add = add
+    with contextlib.suppress(RuntimeError):
+        await asyncio.wait_for(own_engine.transcribe(TranscriptionRequest(eight_files[0])), 60)
+    result = await asyncio.wait_for(own_engine.transcribe(TranscriptionRequest(eight_files[1])), 60)
+    assert tokens_of(result) == tokens_of(alone[1])
+    assert own_engine.failure is None and counter(own_engine, "sasr_engine_faults_total") == 1
+
+
+async def test_an_engine_that_cannot_go_on_fails_every_request_at_once(own_engine, eight_files):
+    from sasr.engine.core import MAX_CONSECUTIVE_FAULTS
+
+    break_once(own_engine.scheduler, "schedule", times=10 * MAX_CONSECUTIVE_FAULTS)
+    for _ in range(MAX_CONSECUTIVE_FAULTS):
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(own_engine.transcribe(TranscriptionRequest(eight_files[0])), 60)
+    assert own_engine.failure is not None
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(RuntimeError, match="stopped"):
+        await own_engine.transcribe(TranscriptionRequest(eight_files[1]))
+    assert asyncio.get_running_loop().time() - started < 1

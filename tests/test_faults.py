@@ -110,3 +110,17 @@ async def test_live_session_hears_of_a_fault_without_sending_more(faulty, speech
     finally:
         engine.failing = False
     assert event["type"] == "error" and event["code"] == "internal_error" and code == 1011
+
+
+def test_health_says_when_the_engine_cannot_go_on(faulty):
+    """/health is what load balancers read: an engine that gave up (see test_engine.py) makes it 503."""
+    import httpx
+
+    url, engine = faulty
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    engine.failure = RuntimeError("gave up")  # what the engine thread sets after repeated faults
+    try:
+        response = httpx.get(f"{url}/health")
+    finally:
+        del engine.failure  # back to the real engine's (None)
+    assert response.status_code == 503 and response.json() == {"status": "engine_failed"}

@@ -269,14 +269,14 @@ async def test_unknown_model_at_connect_is_an_error(server):
 
 @pytest.fixture(scope="module")
 def small_server(cache_dir):
-    srv = Server("--max-sessions", "1", "--max-buffer-seconds", "3")
+    srv = Server("--max-sessions", "1", "--max-buffer-seconds", "3", "--max-audio-seconds", "5")
     yield srv
     srv.stop()
 
 
 async def test_limits_are_realtime_errors(small_server, stretches):
-    """A full server refuses the next session; more buffered audio than allowed ends the session; the
-    server stays up."""
+    """A full server refuses the next session; more waiting audio than allowed (a file sender: up to
+    --max-audio-seconds) ends the session; the server stays up."""
     async with connect(small_server) as first:
         assert (await first.recv()).type == "session.created"
         async with connect(small_server) as second:

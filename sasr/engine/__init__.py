@@ -74,6 +74,7 @@ class Engine(Protocol):
     served_name: str  # the model's default name in `model` (whisper-tiny.en, the checkpoint's directory name)
     stream_chunk_s: float  # default seconds of new audio per live decode
     metrics: Any  # sasr.metrics.Metrics: the engine's counters (live sessions count their decodes there)
+    failure: BaseException | None  # set once the engine cannot continue (every request then fails at once)
 
     def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits;

@@ -26,6 +26,7 @@ from sasr.engine.scheduler import Scheduler, Sequence, Status
 from sasr.metrics import Metrics
 
 log = logging.getLogger("sasr.engine")
+MAX_CONSECUTIVE_FAULTS = 3  # steps failing in a row before the engine gives up
 STEP_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -45,6 +46,7 @@ class EngineCore:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # ("add" | "abort", Sequence)
         self.wake = threading.Event()
         self.stopping = False
+        self.failure: Exception | None = None  # set when the engine cannot continue (see _loop)
         self.last_batch_size = 0
         self.vad = load_vad()  # shared by every live session; each keeps its own state
         self.vad_thread = ThreadPoolExecutor(1, thread_name_prefix="sasr-vad")
@@ -69,30 +71,56 @@ class EngineCore:
                 self.scheduler.abort(seq)
 
     def _loop(self) -> None:
+        """Step until stopped. A fault anywhere in a step (schedule, the model, postprocess, a finish
+        callback) fails the sequences it may have touched and the engine goes on; after
+        MAX_CONSECUTIVE_FAULTS in a row it gives up: `failure` is set and every sequence fails at once."""
         torch.set_grad_enabled(False)
+        faults = 0
         while not self.stopping:
-            self._drain_inbox()
-            batch = self.scheduler.schedule()
-            if batch is None:
+            try:
+                if self.failure is not None:
+                    self._drain_inbox()
+                    self._fail_held(self.failure)
+                    self.wake.wait()
+                    self.wake.clear()
+                    continue
+                stepped = self._step()
+            except Exception as exc:
+                faults += 1
+                log.exception("engine step failed (%d in a row)", faults)
+                self.metrics.inc("sasr_engine_faults_total", help="Engine steps that failed (their sequences with them)")
+                if faults >= MAX_CONSECUTIVE_FAULTS:
+                    log.error("the engine cannot continue: every request now fails")
+                    self.failure = exc
+                self._fail_held(exc)
+                continue
+            if stepped:
+                faults = 0
+            else:
                 self.last_batch_size = 0
                 self.wake.wait()
                 self.wake.clear()
-                continue
-            started = time.perf_counter()
-            try:
-                output = self.runner.step(batch)
-            except Exception as exc:  # a fault fails this batch's requests, never the engine
-                log.exception("engine step failed")
-                self._fail(exc)
-                continue
-            self.scheduler.postprocess(batch, output)
-            self._record(batch, time.perf_counter() - started)
 
-    def _fail(self, exc: Exception) -> None:
-        for seq in self.scheduler.running:
-            if seq.status is Status.RUNNING:
-                seq.status = Status.ABORTED
-                seq.error = exc
+    def _step(self) -> bool:
+        """One step; False if there was nothing to run."""
+        self._drain_inbox()
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return False
+        started = time.perf_counter()
+        output = self.runner.step(batch)
+        self.scheduler.postprocess(batch, output)
+        self._record(batch, time.perf_counter() - started)
+        return True
+
+    def _fail_held(self, exc: Exception) -> None:
+        """Fail every sequence the scheduler holds: after a fault, its state of any of them may be wrong.
+        Their requests get an internal error; those still in the inbox were not touched and go on."""
+        held = [s for s in (*self.scheduler.waiting, *self.scheduler.running) if s.status in (Status.WAITING, Status.RUNNING)]
+        for seq in held:
+            self.scheduler.abort(seq)
+            seq.error = exc
+            with contextlib.suppress(Exception):  # a callback that fails must not stop the others
                 seq.on_finish(seq)
 
     def _record(self, batch, seconds: float) -> None:
@@ -115,6 +143,8 @@ class EngineCore:
 
     async def run_sequence(self, seq: Sequence) -> Sequence:
         """Run one sequence in whatever batches the scheduler puts it; cancellation frees its place."""
+        if self.failure is not None:
+            raise RuntimeError("the engine has stopped after repeated faults") from self.failure
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         seq.on_finish = lambda s: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(s))

@@ -196,7 +196,10 @@ async def list_models(state: State) -> Response:
 
 @get("/health")
 async def health(state: State) -> Response:
-    """200 ok; 503 draining once a shutdown has begun (load balancers stop sending new work)."""
+    """200 ok; 503 engine_failed once the engine cannot continue, draining once a shutdown has begun
+    (load balancers stop sending new work)."""
+    if state.engine.failure is not None:
+        return Response({"status": "engine_failed"}, status_code=503)
     if state.draining.is_set():
         return Response({"status": "draining"}, status_code=503)
     return Response({"status": "ok"})
