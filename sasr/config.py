@@ -70,6 +70,9 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "openai-insecure-api-key.KEY subprotocol", flag="--api-key", env="SASR_API_KEYS"
     )] = msgspec.field(default_factory=list)
     open_metrics: Annotated[bool, setting("with API keys set, leave /metrics open (default: keyed)")] = False
+    upload_timeout: Annotated[float, setting(
+        "seconds a client may take to send an upload; a slower one gets 408 (its worker and queue place freed)"
+    )] = 300.0
     shutdown_timeout: Annotated[float, setting(
         "on SIGTERM/SIGINT: seconds to drain (refuse new work, finish requests, send live sessions their "
         "final text) before exiting; a second signal exits at once"

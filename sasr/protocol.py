@@ -93,6 +93,7 @@ class ErrorCode(str, enum.Enum):
     FILE_TOO_LARGE = "file_too_large"
     SERVER_BUSY = "server_busy"
     SHUTTING_DOWN = "shutting_down"
+    REQUEST_TIMEOUT = "request_timeout"  # the upload was not sent within --upload-timeout
     INVALID_API_KEY = "invalid_api_key"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"

@@ -32,6 +32,7 @@ def test_flag_names_are_the_documented_ones():
         "--max-audio-seconds", "--max-upload-mb", "--max-queued-requests", "--max-num-seqs", "--enforce-eager",
         "--max-sessions", "--chunk-seconds", "--no-prefix-caching", "--num-kv-blocks", "--max-buffer-seconds",
         "--quantize", "--api-key", "--open-metrics", "--ws-ping-interval", "--ws-ping-timeout",
+        "--upload-timeout", "--shutdown-timeout",
     }
 
 

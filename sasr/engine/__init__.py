@@ -99,8 +99,13 @@ class Engine(Protocol):
         """Segments as each window is decoded (for streamed responses)."""
         ...
 
-    def check_capacity(self) -> None:
-        """Raise EngineBusy if no further request can be admitted now."""
+    def reserve(self) -> None:
+        """Count one more request in, or raise EngineBusy (--max-queued-requests): the server reserves
+        before it reads an upload, so a burst is refused before it is buffered or decoded."""
+        ...
+
+    def release(self) -> None:
+        """Give a reserved place back."""
         ...
 
     def render_metrics(self) -> str:

@@ -164,20 +164,14 @@ class EngineCore:
     async def run_vad(self, stream: VADStream, samples: np.ndarray) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self.vad_thread, stream.speech_probs, samples)
 
-    def check_capacity(self) -> None:
-        """Raise EngineBusy if no further request can be admitted now."""
+    def reserve(self) -> None:
+        """Count one more request in (the server does, before it reads the upload); EngineBusy if full."""
         if self.num_requests >= self.max_queued:
             raise EngineBusy()
-
-    @contextlib.contextmanager
-    def admitted(self):
-        """Count a request in the engine while it runs (or refuse it: EngineBusy)."""
-        self.check_capacity()
         self.num_requests += 1
-        try:
-            yield
-        finally:
-            self.num_requests -= 1
+
+    def release(self) -> None:
+        self.num_requests -= 1
 
     async def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         segments = [segment async for segment in self.transcribe_segments(request)]

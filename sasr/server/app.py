@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from litestar import Litestar, Request
@@ -50,6 +51,7 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
             "started_at": int(time.time()),
             "sessions": set(),  # live sessions
             "draining": asyncio.Event(),  # set on the first SIGTERM/SIGINT (server/run.py)
+            "decode_slots": asyncio.Semaphore(os.cpu_count() or 2),  # uploads decoded at once
         }
     )
     return Litestar(

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 import msgspec
+import numpy as np
 from litestar import Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.response import Stream
@@ -134,27 +135,62 @@ async def until_disconnect(request: Request, work):
     return task.result()
 
 
-@post("/v1/audio/transcriptions", status_code=200)
-async def create_transcription(request: Request, state: State) -> Response:
-    started = time.perf_counter()
-    fields = parse_form(await request.form(), state)
+class Reservation:
+    """A request's place in the engine: taken before its upload is read (503 at once when the engine is
+    full: a burst is refused before it is buffered or decoded) and given back exactly once, however the
+    request ends (a stream's when the stream ends, or is dropped unstarted)."""
+
+    def __init__(self, engine) -> None:
+        try:
+            engine.reserve()
+        except EngineBusy as exc:
+            raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+        self.engine, self.held = engine, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.engine.release()
+
+    __del__ = release
+
+
+async def read_upload(request: Request, state: State) -> tuple[TranscriptionForm, np.ndarray]:
+    """The form and its audio: the body within --upload-timeout (a slow sender cannot hold a worker),
+    decoded on a bounded number of threads."""
+    try:
+        form = await asyncio.wait_for(request.form(), state.config.upload_timeout)
+    except TimeoutError:
+        raise APIError(408, f"the upload took longer than {state.config.upload_timeout:g} s",
+                       ErrorCode.REQUEST_TIMEOUT) from None
+    fields = parse_form(form, state)
     data = await fields.file.read()
     try:
-        audio = await asyncio.to_thread(decode_audio, data, state.config.max_audio_seconds)
+        async with state.decode_slots:
+            return fields, await asyncio.to_thread(decode_audio, data, state.config.max_audio_seconds)
     except AudioTooLongError as exc:
         raise _bad(str(exc), "file", ErrorCode.AUDIO_TOO_LONG) from None
     except AudioError as exc:
         code = ErrorCode.EMPTY_FILE if not data else ErrorCode.INVALID_AUDIO
         raise _bad(str(exc), "file", code) from None
-    # a stream sends text deltas only: no words to time
-    job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature,
-                               word_timestamps=fields.word_timestamps and not fields.stream)
-    if fields.stream:
-        return sse_response(state, job)
+
+
+@post("/v1/audio/transcriptions", status_code=200)
+async def create_transcription(request: Request, state: State) -> Response:
+    started = time.perf_counter()
+    reservation = Reservation(state.engine)
     try:
+        fields, audio = await read_upload(request, state)
+        # a stream sends text deltas only: no words to time
+        job = TranscriptionRequest(audio, fields.language, fields.prompt, fields.temperature,
+                                   word_timestamps=fields.word_timestamps and not fields.stream)
+        if fields.stream:
+            stream, reservation = sse_response(state, job, reservation), None  # the stream gives it back
+            return stream
         result = await until_disconnect(request, state.engine.transcribe(job))
-    except EngineBusy as exc:
-        raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+    finally:
+        if reservation is not None:
+            reservation.release()
     if job.word_timestamps:
         result.words = job.words  # the engine fills the request's list as it decodes
     body, media_type = render(result, fields.response_format)
@@ -165,25 +201,25 @@ async def create_transcription(request: Request, state: State) -> Response:
     return Response(body, media_type=media_type)
 
 
-def sse_response(state: State, job: TranscriptionRequest) -> Stream:
-    """OpenAI's transcription stream: text deltas as windows are decoded, then the whole text."""
-    try:
-        state.engine.check_capacity()
-    except EngineBusy as exc:
-        raise APIError(503, str(exc), ErrorCode.SERVER_BUSY, headers={"Retry-After": str(exc.retry_after_s)}) from None
+def sse_response(state: State, job: TranscriptionRequest, reservation: Reservation) -> Stream:
+    """OpenAI's transcription stream: text deltas as windows are decoded, then the whole text. Its place
+    in the engine was taken before the 200, so it cannot be refused once streaming."""
 
     def event(payload) -> bytes:
         return b"data: " + msgspec.json.encode(payload) + b"\n\n"
 
     async def events():
-        text = ""
-        async for segment in state.engine.transcribe_segments(job):
-            delta = segment.text if text else segment.text.lstrip()
-            text += delta
-            yield event(TranscriptTextDelta(delta=delta, start=segment.start, end=segment.end))
-        usage = Usage(seconds=math.ceil(len(job.audio) / SAMPLE_RATE))
-        yield event(TranscriptTextDone(text=text, usage=usage))
-        yield b"data: [DONE]\n\n"
+        try:
+            text = ""
+            async for segment in state.engine.transcribe_segments(job):
+                delta = segment.text if text else segment.text.lstrip()
+                text += delta
+                yield event(TranscriptTextDelta(delta=delta, start=segment.start, end=segment.end))
+            usage = Usage(seconds=math.ceil(len(job.audio) / SAMPLE_RATE))
+            yield event(TranscriptTextDone(text=text, usage=usage))
+            yield b"data: [DONE]\n\n"
+        finally:
+            reservation.release()
 
     return Stream(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

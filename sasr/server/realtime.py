@@ -207,14 +207,17 @@ def parse_event(text: str | bytes) -> RealtimeClientEvent:
     try:
         return realtime_client_decoder.decode(text)
     except msgspec.ValidationError as exc:  # a DecodeError too: caught first
-        raw = msgspec.json.decode(text)
+        try:
+            raw = msgspec.json.decode(text)
+        except RecursionError:
+            raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is nested too deeply") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise RealtimeFailure(RealtimeErrorCode.INVALID_EVENT, "an event is a JSON object with a string 'type'") from None
         if raw["type"] not in _CLIENT_TYPES:
             raise RealtimeFailure(RealtimeErrorCode.UNKNOWN_EVENT, f"unknown event type {raw['type']!r}", "type") from None
         raise RealtimeFailure(RealtimeErrorCode.INVALID_EVENT, f"{raw['type']}: {exc}") from None
-    except msgspec.DecodeError:
-        raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is not valid JSON") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is not valid JSON (or nested too deeply)") from None
 
 
 class RealtimeListener(Listener):

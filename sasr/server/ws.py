@@ -47,13 +47,16 @@ def parse_event(text: str | bytes) -> ClientEvent:
         return client_event_decoder.decode(text)
     except msgspec.ValidationError as exc:  # a DecodeError too: caught first
         raise _refused(text, exc) from None
-    except msgspec.DecodeError:
-        raise StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON (or nested too deeply)") from None
 
 
 def _refused(text: str | bytes, exc: msgspec.ValidationError) -> StreamFailure:
     """Valid JSON the typed decoder refused: the code says whether it is an event at all, and a known one."""
-    raw = msgspec.json.decode(text)
+    try:
+        raw = msgspec.json.decode(text)
+    except RecursionError:
+        return StreamFailure(StreamErrorCode.INVALID_JSON, "the message is nested too deeply")
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
     if raw["type"] not in _CLIENT_TYPES:

@@ -84,26 +84,25 @@ class Qwen3Engine(EngineCore):
 
     async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
         """One segment per piece of the upload (at most 30 s, cut at quiet points), as each is decoded."""
-        with self.admitted():
-            context = (request.prompt or "")[-CONTEXT_CHARS:]
-            num_segments = 0
-            for start, end in file_pieces(request.audio):
-                audio = request.audio[start:end]
-                if is_silent(audio):
-                    continue
-                job = make_job(self.vocab, audio, request.language, context)
-                job.temperature = request.temperature
-                result = await self.run_window(job)
-                language, tokens = read_output(self.vocab, job, result.tokens)
-                request.language = request.language or language
-                text = self.vocab.text(tokens).strip()
-                if not text:
-                    continue
-                context = (context + " " + text)[-CONTEXT_CHARS:]
-                num_segments += 1
-                yield Segment(id=num_segments - 1, seek=start // HOP_SAMPLES, start=round(start / SAMPLE_RATE, 2),
-                              end=round(end / SAMPLE_RATE, 2), text=" " + text, tokens=tokens,
-                              temperature=job.temperature, avg_logprob=0.0, compression_ratio=0.0, no_speech_prob=0.0)
+        context = (request.prompt or "")[-CONTEXT_CHARS:]
+        num_segments = 0
+        for start, end in file_pieces(request.audio):
+            audio = request.audio[start:end]
+            if is_silent(audio):
+                continue
+            job = make_job(self.vocab, audio, request.language, context)
+            job.temperature = request.temperature
+            result = await self.run_window(job)
+            language, tokens = read_output(self.vocab, job, result.tokens)
+            request.language = request.language or language
+            text = self.vocab.text(tokens).strip()
+            if not text:
+                continue
+            context = (context + " " + text)[-CONTEXT_CHARS:]
+            num_segments += 1
+            yield Segment(id=num_segments - 1, seek=start // HOP_SAMPLES, start=round(start / SAMPLE_RATE, 2),
+                          end=round(end / SAMPLE_RATE, 2), text=" " + text, tokens=tokens,
+                          temperature=job.temperature, avg_logprob=0.0, compression_ratio=0.0, no_speech_prob=0.0)
 
     def _record_model(self, batch) -> None:
         m = self.metrics

@@ -60,23 +60,22 @@ class WhisperEngine(EngineCore):
 
     async def transcribe_segments(self, request: TranscriptionRequest) -> AsyncIterator[Segment]:
         """The request's segments, each as soon as the window holding it is decoded."""
-        with self.admitted():
-            options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature,
-                              word_timestamps=request.word_timestamps)
-            segments: list[Segment] = []
-            policy = long_form(self.vocab, request.audio, options, self.max_len, segments, request.words)
-            result, sent = None, 0
-            while True:
-                try:
-                    job = policy.send(result)  # digests the last window's result: its segments are final
-                except StopIteration:
-                    break
-                for segment in segments[sent:]:  # sent before the next window is decoded
-                    yield segment
-                sent = len(segments)
-                result = await self.run_window(job)
-            for segment in segments[sent:]:
+        options = Options(language=request.language, prompt=request.prompt, temperature=request.temperature,
+                          word_timestamps=request.word_timestamps)
+        segments: list[Segment] = []
+        policy = long_form(self.vocab, request.audio, options, self.max_len, segments, request.words)
+        result, sent = None, 0
+        while True:
+            try:
+                job = policy.send(result)  # digests the last window's result: its segments are final
+            except StopIteration:
+                break
+            for segment in segments[sent:]:  # sent before the next window is decoded
                 yield segment
+            sent = len(segments)
+            result = await self.run_window(job)
+        for segment in segments[sent:]:
+            yield segment
 
     def stats(self) -> dict[str, float]:
         return {**super().stats(), "sasr_engine_kv_slots_used": self.scheduler.num_running,
