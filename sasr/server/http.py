@@ -11,6 +11,7 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.datastructures import State, UploadFile
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.response import Stream
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
@@ -175,7 +176,24 @@ async def read_upload(request: Request, state: State) -> tuple[TranscriptionForm
         raise _bad(str(exc), "file", code) from None
 
 
-@post("/v1/audio/transcriptions", status_code=200)
+@dataclass
+class TranscriptionOperation(Operation):
+    """The multipart form OpenAI's API defines, which the handler reads itself (after admission), as
+    the OpenAPI schema shows it to clients and fuzzers."""
+
+    def __post_init__(self) -> None:
+        text = Schema(type=OpenAPIType.STRING)
+        form = Schema(type=OpenAPIType.OBJECT, required=["file"], properties={
+            "file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY), "model": text, "language": text,
+            "prompt": text, "response_format": Schema(type=OpenAPIType.STRING, enum=[f.value for f in ResponseFormat]),
+            "temperature": Schema(type=OpenAPIType.NUMBER), "stream": Schema(type=OpenAPIType.BOOLEAN),
+            "timestamp_granularities[]": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING,
+                                                                                      enum=list(GRANULARITIES))),
+        })
+        self.request_body = RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True)
+
+
+@post("/v1/audio/transcriptions", status_code=200, operation_class=TranscriptionOperation)
 async def create_transcription(request: Request, state: State) -> Response:
     started = time.perf_counter()
     reservation = Reservation(state.engine)

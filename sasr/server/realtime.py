@@ -207,10 +207,10 @@ def parse_event(text: str | bytes) -> RealtimeClientEvent:
     try:
         return realtime_client_decoder.decode(text)
     except msgspec.ValidationError as exc:  # a DecodeError too: caught first
-        try:
+        try:  # valid as far as the typed decoder read (e.g. `7`), but is it JSON at all?
             raw = msgspec.json.decode(text)
-        except RecursionError:
-            raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is nested too deeply") from None
+        except (msgspec.DecodeError, RecursionError):
+            raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is not valid JSON (or nested too deeply)") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             raise RealtimeFailure(RealtimeErrorCode.INVALID_EVENT, "an event is a JSON object with a string 'type'") from None
         if raw["type"] not in _CLIENT_TYPES:
@@ -390,7 +390,7 @@ async def realtime(socket: WebSocket, state: State, model: str | None = None) ->
         await _fail(conn, exc)
     except BufferOverflow as exc:
         await _fail(conn, RealtimeFailure(RealtimeErrorCode.BUFFER_OVERFLOW, str(exc)))
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, OSError):  # the client went away (uvicorn's ClientDisconnected is an OSError)
         pass
     except Exception:
         log.exception("realtime session failed")

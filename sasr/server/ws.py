@@ -53,10 +53,10 @@ def parse_event(text: str | bytes) -> ClientEvent:
 
 def _refused(text: str | bytes, exc: msgspec.ValidationError) -> StreamFailure:
     """Valid JSON the typed decoder refused: the code says whether it is an event at all, and a known one."""
-    try:
+    try:  # valid as far as the typed decoder read (e.g. `7`), but is it JSON at all?
         raw = msgspec.json.decode(text)
-    except RecursionError:
-        return StreamFailure(StreamErrorCode.INVALID_JSON, "the message is nested too deeply")
+    except (msgspec.DecodeError, RecursionError):
+        return StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON (or nested too deeply)")
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
         return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
     if raw["type"] not in _CLIENT_TYPES:
@@ -167,7 +167,7 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
     except BufferOverflow as exc:
         metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code="buffer_overflow")
         await fail(socket, StreamErrorCode.BUFFER_OVERFLOW, str(exc))
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, OSError):  # the client went away (uvicorn's ClientDisconnected is an OSError)
         pass
     except Exception:
         log.exception("live session failed")
