@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test bench bench-step bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
+.PHONY: setup serve test soak bench bench-step bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ system-deps:
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Load and faults for 10 minutes against a real server (SOAK_ARGS: --duration, --sessions, --json);
+# exits non-zero on lost words, hangs, unexpected errors or leaks (a 40 s variant runs in `make test`)
+soak: setup system-deps
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 # Uploads at concurrency 1-16 against faster-whisper (beam 5, and its batched pipeline), then the
 # engine per Whisper weight mode (BENCH_ARGS: --levels, --quantize, --rounds, --json)

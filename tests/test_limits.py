@@ -112,3 +112,15 @@ async def test_deeply_nested_json_is_a_json_error_on_both_websockets(server):
         await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))  # the session goes on
         assert json.loads(await ws.recv())["type"] == "input_audio_buffer.cleared"
     assert server.healthy()
+
+
+async def test_a_frame_over_16_mib_closes_the_socket_and_nothing_else(server):
+    async with websockets.connect(server.url.replace("http", "ws") + "/v1/audio/transcriptions/stream",
+                                  max_size=None) as ws:
+        await ws.send(json.dumps({"type": "session.start"}))
+        await ws.recv()
+        await ws.send(b"\0" * (17 * 1024 * 1024))
+        with pytest.raises(websockets.ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 1009  # message too big
+    assert server.healthy()

@@ -120,13 +120,15 @@ async def test_silence_and_noise_cost_no_decode_and_give_no_words(engine):
     assert decodes() == before  # the VAD heard no speech: the model never ran
 
 
-async def test_long_recording_at_file_speed_keeps_every_sentence(engine, tmp_path):
-    """Five minutes sent as fast as the session takes it: every sentence reaches the final text."""
+@pytest.mark.parametrize("pace", ["file", "live"])
+async def test_a_five_minute_recording_keeps_every_sentence(engine, tmp_path, pace):
+    """Five minutes, sent as fast as the session takes it or at the pace of speech (every decode point
+    met: partials, commits, forced cuts of long utterances): every sentence reaches the final text."""
     rounds = [passage(tmp_path, HARVARD, voice, speed, seed=i) for i, (voice, speed) in enumerate(VOICES[:3])]
     audio = np.concatenate(rounds)[: 16000 * 300]
     text = " ".join(HARVARD * 3)
     upload = await engine.transcribe(TranscriptionRequest(audio))
-    final = (await replay_stream(engine, audio, "file"))[-1].text
+    final = (await replay_stream(engine, audio, pace))[-1].text
     streamed, uploaded = normalize(final), normalize(upload.text)
     assert len(streamed) >= 0.95 * len(uploaded), (len(streamed), len(uploaded))
     assert wer(text, final) <= wer(text, upload.text) + GAP_MAX

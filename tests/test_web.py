@@ -47,12 +47,13 @@ def speech(speech_dir, client) -> tuple[Path, str, float]:
 class Browser:
     """A headless chromium (sync Playwright, on its own thread so pytest-asyncio's loop is not in the way)."""
 
-    def __init__(self, microphone: Path | None, allow_microphone: bool = True, width: int = 1000) -> None:
+    def __init__(self, microphone: Path | None, allow_microphone: bool = True, width: int = 1000,
+                 loop: bool = False) -> None:
         from playwright.sync_api import sync_playwright
 
         flags = list(FLAGS)
         if microphone is not None:
-            flags.append(f"--use-file-for-fake-audio-capture={microphone}%noloop")
+            flags.append(f"--use-file-for-fake-audio-capture={microphone}" + ("" if loop else "%noloop"))
         if allow_microphone:
             flags.append("--use-fake-ui-for-media-stream")
         self.playwright = sync_playwright().start()
@@ -165,7 +166,7 @@ def test_a_lost_connection_is_reopened_and_the_text_kept(cache_dir, speech):
     itself, and the words from before the loss stay on the page while new ones follow."""
     path, _, _ = speech
     first = Server()
-    browser = Browser(path)
+    browser = Browser(path, loop=True)  # the speaker goes on however long the server takes to come back
     second = None
     try:
         page = browser.page

@@ -75,6 +75,7 @@ class Engine(Protocol):
     stream_chunk_s: float  # default seconds of new audio per live decode
     metrics: Any  # sasr.metrics.Metrics: the engine's counters (live sessions count their decodes there)
     failure: BaseException | None  # set once the engine cannot continue (every request then fails at once)
+    faults_to_inject: int  # test hook: this many coming steps fail (served as POST /_test/fault with SASR_TEST_FAULTS=1)
 
     def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits;

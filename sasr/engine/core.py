@@ -47,6 +47,7 @@ class EngineCore:
         self.wake = threading.Event()
         self.stopping = False
         self.failure: Exception | None = None  # set when the engine cannot continue (see _loop)
+        self.faults_to_inject = 0  # test hook (SASR_TEST_FAULTS=1: POST /_test/fault): steps that will fail
         self.last_batch_size = 0
         self.vad = load_vad()  # shared by every live session; each keeps its own state
         self.vad_thread = ThreadPoolExecutor(1, thread_name_prefix="sasr-vad")
@@ -107,6 +108,9 @@ class EngineCore:
         batch = self.scheduler.schedule()
         if batch is None:
             return False
+        if self.faults_to_inject:
+            self.faults_to_inject -= 1
+            raise RuntimeError("injected fault (test hook)")
         started = time.perf_counter()
         output = self.runner.step(batch)
         self.scheduler.postprocess(batch, output)

@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from litestar import Litestar, Request
+from litestar import Litestar, Request, post
 from litestar.datastructures import State
 
 from sasr.config import ServerConfig
@@ -40,6 +40,13 @@ async def _before_request(request: Request) -> None:
                        headers={"Retry-After": "5"})
 
 
+@post("/_test/fault", include_in_schema=False)
+async def inject_fault(state: State) -> dict:
+    """Test hook, served only with SASR_TEST_FAULTS=1 (make soak): the engine's next step fails."""
+    state.engine.faults_to_inject += 1
+    return {"injected": state.engine.faults_to_inject}
+
+
 def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> Litestar:
     """An app serving `engine`; the engine is closed when the app shuts down."""
     state = State(
@@ -55,7 +62,8 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
         }
     )
     return Litestar(
-        route_handlers=[*ROUTES, *PAGE_ROUTES, transcription_stream, realtime],
+        route_handlers=[*ROUTES, *PAGE_ROUTES, transcription_stream, realtime,
+                        *([inject_fault] if os.environ.get("SASR_TEST_FAULTS") == "1" else [])],
         before_request=_before_request,
         exception_handlers=EXCEPTION_HANDLERS,
         state=state,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -17,15 +19,18 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *args: str, timeout_s: float = 120, port: int | None = None) -> None:
+    def __init__(self, *args: str, timeout_s: float = 120, port: int | None = None, env: dict | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "sasr", "serve", "--port", str(self.port), "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # its output goes to a file: a pipe nobody reads would fill and block the server
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="sasr-server-", suffix=".log")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, **(env or {})})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read()}")
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
@@ -33,6 +38,10 @@ class Server:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"server did not become healthy in {timeout_s} s")
+
+    def output(self) -> str:
+        with open(self.log.name) as log:
+            return log.read()
 
     def healthy(self) -> bool:
         return self.proc.poll() is None and httpx.get(f"{self.url}/health", timeout=5).status_code == 200
