@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import audioop  # the reference G.711 encoder (stdlib up to Python 3.12)
 import base64
 import io
 import time
+import warnings
 
 import numpy as np
 import openai
@@ -17,6 +17,10 @@ import soxr
 from tests.support.server import Server
 from tests.support.speech import HARVARD, concat, read16k
 from tests.support.wer import wer
+
+with warnings.catch_warnings():  # the reference G.711 encoder (standard library up to Python 3.12)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
 
 COMPLETED = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"

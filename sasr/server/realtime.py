@@ -21,6 +21,7 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromQuery
 
 from sasr.live.commit import TimedWord
 from sasr.live.session import BufferOverflow, Listener, Session
@@ -343,7 +344,7 @@ def _is_beta(socket: WebSocket) -> bool:
 
 
 @websocket("/v1/realtime")
-async def realtime(socket: WebSocket, state: State, model: str | None = None) -> None:
+async def realtime(socket: WebSocket, state: State, model: FromQuery[str | None] = None) -> None:
     authorized = await accept(socket)
     conn = Connection(socket, state, _is_beta(socket), model)
     metrics = state.metrics
