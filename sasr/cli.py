@@ -124,7 +124,8 @@ def stream(args: argparse.Namespace) -> None:
         print(f"{at_s:7.2f}s {json.dumps(event)}", flush=True)
 
     result = asyncio.run(stream_audio(args.url, to_pcm16(audio), realtime=args.realtime, start=start, on_event=show))
-    print(f"{result.end_sent_s:7.2f}s session.end sent; final {result.final is not None}", file=sys.stderr)
+    print(f"{result.end_sent_s:7.2f}s session.end sent; final {result.final is not None}"
+          + (f" after {result.reconnects} reconnects: {result.text}" if result.reconnects else ""), file=sys.stderr)
     sys.exit(0 if result.final is not None else 1)
 
 
