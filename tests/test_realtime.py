@@ -312,3 +312,23 @@ async def test_semantic_vad_eagerness_sets_how_long_a_pause_ends_an_item(server,
     assert [e["transcript"] for e in more if e["type"] == COMPLETED] == [""]  # the speech was all in the item
     num_words = len(completed[0]["transcript"].split())
     assert num_words >= 0.8 * len(f"{stretches[0][1]} {stretches[1][1]}".split())
+
+
+async def test_a_clear_after_a_commit_keeps_the_committed_item(server, stretches):
+    """Commit, more audio, clear (while the committed item is still being transcribed): the committed
+    item completes with its words; only the audio after the commit is dropped."""
+    async with connect(server) as conn:
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        await append(conn, pcm16(stretches[0][0]))
+        await conn.input_audio_buffer.commit()
+        await append(conn, pcm16(stretches[1][0]))  # and then the user thinks better of it
+        await conn.input_audio_buffer.clear()
+        await conn.input_audio_buffer.commit()  # nothing since the clear
+        events = await events_until(conn, lambda evs: count(COMPLETED)(1)(evs) and count("error")(1)(evs))
+        await asyncio.sleep(2)  # nothing more comes: no item of the cleared audio
+        await conn.input_audio_buffer.clear()
+        events += await events_until(conn, count("input_audio_buffer.cleared")(1))
+    completed = [e for e in events if e["type"] == COMPLETED]
+    assert len(completed) == 1 and close_to_upload(completed[0]["transcript"], stretches[0])
+    assert [e["error"]["code"] for e in events if e["type"] == "error"] == ["input_audio_buffer_commit_empty"]
+    assert not any(e["type"] == DELTA and e["item_id"] != completed[0]["item_id"] for e in events)

@@ -47,6 +47,9 @@ class Listener:
     async def turn_closed(self, duration_ms: int) -> None:
         """Every word of the turn that is closing has been sent."""
 
+    async def cleared(self) -> None:
+        """The audio the client cleared is gone (the turns it had committed before were closed first)."""
+
 
 class BufferOverflow(Exception):
     """More audio is buffered than --max-buffer-seconds allows."""
@@ -78,9 +81,9 @@ class Session:
         self.ending = False
         self.commits: deque[int] = deque()  # session samples where the client committed, not yet closed
         self.committed_until = 0  # session audio up to here belongs to closed turns, or to ones closing
-        self.generation = 0  # bumped by clear(): decodes started before it are void
+        self.generation = 0  # bumped when cleared audio is dropped: work started on it before is void
         self.cleared_at: int | None = None  # session sample where the audio after a clear() begins
-        self.started = time.monotonic()
+        self.started: float | None = None  # when the first audio came (the clock a file sender outruns)
         self.from_file = False  # the client has sent audio faster than speech: backpressure, finals only
         self._restart(0)
         self.task = asyncio.create_task(self._run())
@@ -137,7 +140,10 @@ class Session:
 
     def _take(self, audio: np.ndarray) -> None:
         # A microphone cannot get ahead of the clock; once a client has, it is streaming a file.
-        if (self.num_received + len(audio)) / SAMPLE_RATE > time.monotonic() - self.started + LIVE_SLACK_S:
+        if self.started is None and len(audio):
+            self.started = time.monotonic()
+        elapsed = time.monotonic() - self.started if self.started is not None else 0.0
+        if (self.num_received + len(audio)) / SAMPLE_RATE > elapsed + LIVE_SLACK_S:
             self.from_file = True
         buffered = self.policy.buffered_s + (self.num_incoming + self.num_heard + len(audio)) / SAMPLE_RATE
         limit = self.max_file_s if self.from_file else self.max_buffer_s
@@ -164,12 +170,12 @@ class Session:
         self.audio_arrived.set()
 
     def clear(self) -> None:
-        """Drop the audio of the current turn: what was received and not yet committed."""
-        self.generation += 1
-        self.incoming, self.num_incoming = [], 0
+        """Drop the audio received since the last commit (the client's clear). Turns the client (or the
+        VAD) committed before are closed first, with their words; the audio after is dropped then."""
         self.cleared_at = self.committed_until = self.num_received
-        self.commits.clear()
         self.audio_arrived.set()
+        if not self.commits and self.closing is None:
+            self.generation += 1  # decodes in flight hear only cleared audio
 
     async def finish(self) -> None:
         """No more audio: decode what is left and commit everything (session.text is the transcript)."""
@@ -184,10 +190,12 @@ class Session:
     async def _run(self) -> None:
         num_final = 0  # decodes of the turn (or the session's end) being closed
         while True:
-            if self.cleared_at is not None:
-                self._restart(self.cleared_at)
-                self.cleared_at = None
+            if self.cleared_at is not None and not self.commits and self.closing is None:
+                await self._drop_cleared()
+            generation = self.generation
             await self._ingest()
+            if generation != self.generation:
+                continue  # cleared while the VAD ran or a listener was told of a turn
             last = self.ending and not self.incoming and not self.heard
             final = last or self.closing is not None
             self.policy.files = self.from_file
@@ -195,7 +203,7 @@ class Session:
             job = self.policy.next_job(final=final, catch_up=behind)
             if job is not None and (not final or num_final < MAX_FINAL_DECODES):
                 num_final += final
-                await self._decode(job, final)
+                await self._decode(job, final, generation)
             elif self.closing is not None:
                 start = self.turn_start if self.turn_start is not None else self.last_closed
                 await self.listener.turn_closed(ms(max(0, self.closing - start)))
@@ -237,7 +245,10 @@ class Session:
                 used = min(max(0, commit_at // VAD_FRAME_SAMPLES - self.num_frames), len(probs))  # frames before it
                 self.heard.appendleft((samples[cut:], probs[used:]))
                 samples, probs = samples[:cut], probs[:used]
+            generation = self.generation
             end, used = await self._detect_turns(probs)
+            if generation != self.generation:
+                return
             if end is not None:  # the policy hears the turn's audio alone before it closes
                 cut = self.num_frames * VAD_FRAME_SAMPLES - self.num_fed
                 self.heard.appendleft((samples[cut:], probs[used:]))
@@ -268,19 +279,34 @@ class Session:
             if not event.started:
                 return event.sample, used
             self.turn_start = event.sample
+            generation = self.generation
             await self.listener.speech_started(self._ms(event.sample))
+            if generation != self.generation:
+                return None, used  # cleared meanwhile: the rest is dropped with it
         return None, len(probs)
 
     async def _close_turn(self, end: int, detected: bool) -> None:
         self.closing = end
         await self.listener.turn_closing(self._ms(end), detected)
 
-    async def _decode(self, job, final: bool) -> None:
+    async def _drop_cleared(self) -> None:
+        """Start afresh at the clear: what was received before it and not committed is gone, what came
+        after it is kept for the new policy (nothing after it was ever given to the old one)."""
+        keep = self.num_received - self.cleared_at
+        held = [samples for samples, _ in self.heard] + self.incoming
+        rest = np.concatenate(held) if held else np.zeros(0, np.float32)
+        tail = rest[max(0, len(rest) - keep):] if keep else rest[:0]
+        self._restart(self.cleared_at)
+        self.incoming, self.num_incoming = ([tail] if len(tail) else []), len(tail)
+        self.cleared_at = None
+        self.generation += 1
+        await self.listener.cleared()
+
+    async def _decode(self, job, final: bool, generation: int) -> None:
         """Run one decode the policy asked for and send what it commits."""
         audio_ms = self._ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
         self.engine.metrics.inc("sasr_live_decodes_total", help="Decodes run for live sessions, by kind",
                                 kind=getattr(job, "kind", "chunk"))
-        generation = self.generation
         result = await self.engine.run_window(job)
         if generation != self.generation:
             return  # cleared meanwhile: the policy it was for is gone

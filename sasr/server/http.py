@@ -11,7 +11,14 @@ import msgspec
 import numpy as np
 from litestar import Request, Response, get, post
 from litestar.datastructures import State, UploadFile
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.response import Stream
 from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 
@@ -142,6 +149,7 @@ class Reservation:
     request ends (a stream's when the stream ends, or is dropped unstarted)."""
 
     def __init__(self, engine) -> None:
+        self.held = False  # (also for __del__ when reserve() refuses)
         try:
             engine.reserve()
         except EngineBusy as exc:

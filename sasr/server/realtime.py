@@ -238,8 +238,8 @@ class RealtimeListener(Listener):
             self.item_id, self.transcript, self.item_logprobs = new_id("item"), "", []
         return self.item_id
 
-    def drop(self) -> None:
-        """The client cleared the buffer: the open item is gone."""
+    async def cleared(self) -> None:
+        """The client's clear took effect: the open item (never committed) is gone."""
         self.item_id = None
 
     async def speech_started(self, start_ms: int) -> None:
@@ -335,7 +335,6 @@ class Connection:
                 session.commit()
             case InputAudioBufferClear():
                 session.clear()
-                self.listener.drop()
                 await self.send(InputAudioBufferCleared())
 
 
@@ -352,7 +351,7 @@ async def realtime(socket: WebSocket, state: State, model: FromQuery[str | None]
     try:
         if not authorized:
             raise RealtimeFailure(RealtimeErrorCode.UNAUTHORIZED, "a valid API key is required")
-        if stop.done():
+        if state.draining.is_set():
             raise RealtimeFailure(RealtimeErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
         if model is not None and not accepts_model(model, state):
             raise RealtimeFailure(RealtimeErrorCode.MODEL_NOT_FOUND,
@@ -383,10 +382,7 @@ async def realtime(socket: WebSocket, state: State, model: FromQuery[str | None]
                             code=exc.code.value)
                 await conn.error(exc, event_id)
     except Draining:  # the open item is committed and completed, then 1012: the client may reconnect
-        if conn.session.uncommitted_ms >= MIN_COMMIT_MS or conn.listener.item_id is not None:
-            conn.session.commit()
-        await conn.session.finish()
-        await _quietly(socket.close(1012, reason="server shutting down"))
+        await _drain(conn)
     except RealtimeFailure as exc:
         await _fail(conn, exc)
     except BufferOverflow as exc:
@@ -404,6 +400,19 @@ async def realtime(socket: WebSocket, state: State, model: FromQuery[str | None]
         if conn.session is not None:
             conn.session.cancel()
             state.sessions.discard(conn.session)
+
+
+async def _drain(conn: Connection) -> None:
+    try:
+        if conn.session.uncommitted_ms >= MIN_COMMIT_MS or conn.listener.item_id is not None:
+            conn.session.commit()
+        await conn.session.finish()
+        await conn.socket.close(1012, reason="server shutting down")
+    except (WebSocketDisconnect, OSError):
+        pass  # the client went away meanwhile
+    except Exception:
+        log.exception("realtime session failed while draining")
+        await _fail(conn, RealtimeFailure(RealtimeErrorCode.INTERNAL_ERROR, "internal server error"))
 
 
 async def _fail(conn: Connection, failure: RealtimeFailure) -> None:

@@ -131,7 +131,7 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
     try:
         if not authorized:
             raise StreamFailure(StreamErrorCode.UNAUTHORIZED, "a valid API key is required")
-        if stop.done():
+        if state.draining.is_set():
             raise StreamFailure(StreamErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
         while True:
             message = await next_message(socket, session, stop)
@@ -157,10 +157,16 @@ async def transcription_stream(socket: WebSocket, state: State) -> None:
                     await finish(socket, session, 1000)
                     return
     except Draining:  # the text of the audio received, then 1012: the client may reconnect and go on
-        if session is not None:
-            await finish(socket, session, 1012)
-        else:
+        if session is None:
             await fail(socket, StreamErrorCode.SHUTTING_DOWN, "the server is shutting down; reconnect shortly")
+        else:
+            try:
+                await finish(socket, session, 1012)
+            except (WebSocketDisconnect, OSError):
+                pass  # the client went away meanwhile
+            except Exception:
+                log.exception("live session failed while draining")
+                await fail(socket, StreamErrorCode.INTERNAL_ERROR, "internal server error")
     except StreamFailure as exc:
         metrics.inc("sasr_stream_errors_total", help="Live sessions ended by an error", protocol="stream", code=exc.code.value)
         await fail(socket, exc.code, exc.message)
