@@ -124,10 +124,13 @@ async def realtime_session(url: str, audio: np.ndarray) -> dict:
         await conn.recv()
         await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
         data = pcm16(soxr.resample(audio, 16000, 24000))
-        for i in range(0, len(data), 4800):
-            await conn.input_audio_buffer.append(audio=base64.b64encode(data[i : i + 4800]).decode())
-            await asyncio.sleep(0.1)
-        await conn.input_audio_buffer.commit()
+        try:
+            for i in range(0, len(data), 4800):
+                await conn.input_audio_buffer.append(audio=base64.b64encode(data[i : i + 4800]).decode())
+                await asyncio.sleep(0.1)
+            await conn.input_audio_buffer.commit()
+        except websockets.ConnectionClosed:
+            pass  # the server ended the session (a fault, the drain): its last events say why
         try:
             async for event in conn:
                 if event.type.endswith("transcription.completed"):
@@ -163,6 +166,12 @@ async def live_worker(n: int, url: str, files, alone: list[str], tally: Tally, s
                 code = last.get("code") if last.get("type") == "error" else None
         except TimeoutError:
             tally.hangs.append(f"session {n} on file {index}")
+            continue
+        except websockets.ConnectionClosed as exc:  # closed before its events were read
+            if stop.is_set():
+                return
+            faulted = exc.rcvd is not None and exc.rcvd.code == 1011  # the injected fault's close
+            tally.error("internal_error" if faulted else type(exc).__name__, expected=faulted, detail=str(exc))
             continue
         except Exception as exc:  # the server went away (the drain at the end) or refused us
             if stop.is_set():
