@@ -14,7 +14,6 @@ import base64
 import binascii
 import dataclasses
 import logging
-import typing
 import uuid
 
 import msgspec
@@ -64,10 +63,16 @@ from sasr.protocol import (
     realtime_client_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import Draining, count_lost, draining, next_message
+from sasr.server.sockets import (
+    BadEvent,
+    Draining,
+    count_lost,
+    decode_event,
+    draining,
+    next_message,
+)
 
 log = logging.getLogger("sasr")
-_CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(RealtimeClientEvent))
 MIN_COMMIT_MS = 100  # as OpenAI: a commit needs this much audio
 # GA format (type, rate) and beta format name -> the FrameDecoder format
 GA_FORMATS = {("audio/pcm", 24000): "pcm16_24k_mono", ("audio/pcm", 16000): "pcm16_16k_mono",
@@ -204,21 +209,15 @@ def updated(settings: Settings, event: SessionUpdate | TranscriptionSessionUpdat
     return new
 
 
+_REFUSALS = {"json": RealtimeErrorCode.INVALID_JSON, "shape": RealtimeErrorCode.INVALID_EVENT,
+             "unknown": RealtimeErrorCode.UNKNOWN_EVENT, "fields": RealtimeErrorCode.INVALID_EVENT}
+
+
 def parse_event(text: str | bytes) -> RealtimeClientEvent:
     try:
-        return realtime_client_decoder.decode(text)
-    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
-        try:  # valid as far as the typed decoder read (e.g. `7`), but is it JSON at all?
-            raw = msgspec.json.decode(text)
-        except (msgspec.DecodeError, RecursionError):
-            raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is not valid JSON (or nested too deeply)") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-            raise RealtimeFailure(RealtimeErrorCode.INVALID_EVENT, "an event is a JSON object with a string 'type'") from None
-        if raw["type"] not in _CLIENT_TYPES:
-            raise RealtimeFailure(RealtimeErrorCode.UNKNOWN_EVENT, f"unknown event type {raw['type']!r}", "type") from None
-        raise RealtimeFailure(RealtimeErrorCode.INVALID_EVENT, f"{raw['type']}: {exc}") from None
-    except (msgspec.DecodeError, RecursionError):
-        raise RealtimeFailure(RealtimeErrorCode.INVALID_JSON, "the event is not valid JSON (or nested too deeply)") from None
+        return decode_event(realtime_client_decoder, text)
+    except BadEvent as bad:
+        raise RealtimeFailure(_REFUSALS[bad.kind], bad.message, "type" if bad.kind == "unknown" else None) from None
 
 
 class RealtimeListener(Listener):

@@ -1,13 +1,43 @@
-"""What both WebSocket protocols share: waiting for the client's next message without missing a failure
-of the session meanwhile, and counting sessions whose client went away."""
+"""What both WebSocket protocols share: decoding a client's event (and saying why one is refused),
+waiting for the client's next message without missing a failure of the session meanwhile, and
+counting sessions whose client went away."""
 
 from __future__ import annotations
 
 import asyncio
+import typing
 
+import msgspec
 from litestar import WebSocket
 
 from sasr.live.session import Session
+
+
+class BadEvent(Exception):
+    """Text the typed decoder refused. kind: "json" (not JSON, or nested too deeply), "shape" (not an
+    object with a string `type`), "unknown" (no such event type), "fields" (a known type, wrong fields)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def decode_event(decoder: msgspec.json.Decoder, text: str | bytes):
+    """One client event through the protocol's typed decoder; BadEvent says why it is refused."""
+    try:
+        return decoder.decode(text)
+    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
+        try:  # valid as far as the typed decoder read (e.g. `7`), but is it JSON at all?
+            raw = msgspec.json.decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            raise BadEvent("json", "not valid JSON (or nested too deeply)") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise BadEvent("shape", "an event is a JSON object with a string 'type'") from None
+        if raw["type"] not in {event.__struct_config__.tag for event in typing.get_args(decoder.type)}:
+            raise BadEvent("unknown", f"unknown type {raw['type']!r}") from None
+        raise BadEvent("fields", f"{raw['type']}: {exc}") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise BadEvent("json", "not valid JSON (or nested too deeply)") from None
 
 
 class Draining(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import typing
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -27,10 +26,16 @@ from sasr.protocol import (
     client_event_decoder,
 )
 from sasr.server.auth import accept
-from sasr.server.sockets import Draining, count_lost, draining, next_message
+from sasr.server.sockets import (
+    BadEvent,
+    Draining,
+    count_lost,
+    decode_event,
+    draining,
+    next_message,
+)
 
 log = logging.getLogger("sasr")
-_CLIENT_TYPES = frozenset(event.__struct_config__.tag for event in typing.get_args(ClientEvent))
 # close codes: 1008 policy violation (client mistakes), 1011 server fault, 1012 restarting, 1013 try again later
 _CLOSE_CODES = {StreamErrorCode.INTERNAL_ERROR: 1011, StreamErrorCode.TOO_MANY_SESSIONS: 1013,
                 StreamErrorCode.SHUTTING_DOWN: 1012}
@@ -42,26 +47,15 @@ class StreamFailure(Exception):
         self.code, self.message = code, message
 
 
+_REFUSALS = {"json": StreamErrorCode.INVALID_JSON, "shape": StreamErrorCode.INVALID_PAYLOAD,
+             "unknown": StreamErrorCode.UNKNOWN_MESSAGE, "fields": StreamErrorCode.INVALID_PAYLOAD}
+
+
 def parse_event(text: str | bytes) -> ClientEvent:
     try:
-        return client_event_decoder.decode(text)
-    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
-        raise _refused(text, exc) from None
-    except (msgspec.DecodeError, RecursionError):
-        raise StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON (or nested too deeply)") from None
-
-
-def _refused(text: str | bytes, exc: msgspec.ValidationError) -> StreamFailure:
-    """Valid JSON the typed decoder refused: the code says whether it is an event at all, and a known one."""
-    try:  # valid as far as the typed decoder read (e.g. `7`), but is it JSON at all?
-        raw = msgspec.json.decode(text)
-    except (msgspec.DecodeError, RecursionError):
-        return StreamFailure(StreamErrorCode.INVALID_JSON, "the message is not valid JSON (or nested too deeply)")
-    if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-        return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, "a message is a JSON object with a string 'type'")
-    if raw["type"] not in _CLIENT_TYPES:
-        return StreamFailure(StreamErrorCode.UNKNOWN_MESSAGE, f"unknown message type {raw['type']!r}")
-    return StreamFailure(StreamErrorCode.INVALID_PAYLOAD, f"{raw['type']}: {exc}")
+        return decode_event(client_event_decoder, text)
+    except BadEvent as bad:
+        raise StreamFailure(_REFUSALS[bad.kind], bad.message) from None
 
 
 def open_session(start: SessionStart, socket: WebSocket, state: State) -> Session:
