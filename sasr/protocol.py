@@ -318,9 +318,8 @@ class SessionCreated(msgspec.Struct, tag_field="type", tag="session.created"):
     event_id: str = ""
 
 
-class SessionUpdated(msgspec.Struct, tag_field="type", tag="session.updated"):
-    session: RealtimeSession
-    event_id: str = ""
+class SessionUpdated(SessionCreated, tag="session.updated"):
+    """The same fields, after each update."""
 
 
 class TranscriptionSessionCreated(msgspec.Struct, tag_field="type", tag="transcription_session.created"):
@@ -328,9 +327,8 @@ class TranscriptionSessionCreated(msgspec.Struct, tag_field="type", tag="transcr
     event_id: str = ""
 
 
-class TranscriptionSessionUpdated(msgspec.Struct, tag_field="type", tag="transcription_session.updated"):
-    session: BetaSession
-    event_id: str = ""
+class TranscriptionSessionUpdated(TranscriptionSessionCreated, tag="transcription_session.updated"):
+    """The same fields, after each update."""
 
 
 class SpeechStarted(msgspec.Struct, tag_field="type", tag="input_audio_buffer.speech_started"):
