@@ -13,22 +13,27 @@ SERVE_ARGS ?=
 
 setup: $(VENV)/.installed
 
-# torch first, matched to the machine, so the project's `torch>=` range is already met:
+# A virtual environment in $(1) with torch first, matched to the machine, so the project's `torch>=`
+# range is already met:
 # - with an NVIDIA GPU: PyPI's default build (CUDA);
 # - without: a CPU wheel, from a local wheel directory pip is pointed at (PIP_FIND_LINKS) if one
 #   is there, else from PyTorch's CPU index (PyPI's default build would pull GBs of CUDA).
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+define venv_with_torch
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	@if $(1)/bin/python -c "import torch" 2>/dev/null; then \
 	  echo "torch already installed"; \
 	elif nvidia-smi -L >/dev/null 2>&1; then \
-	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION); \
-	elif rm -rf $(VENV)/.torch && $(BIN)/python -m pip download -q --no-index --no-deps -d $(VENV)/.torch torch==$(TORCH_VERSION) 2>/dev/null; then \
-	  $(BIN)/python -m pip install -q $(VENV)/.torch/torch-*.whl && rm -rf $(VENV)/.torch; \
+	  $(1)/bin/python -m pip install -q torch==$(TORCH_VERSION); \
+	elif rm -rf $(1)/.torch && $(1)/bin/python -m pip download -q --no-index --no-deps -d $(1)/.torch torch==$(TORCH_VERSION) 2>/dev/null; then \
+	  $(1)/bin/python -m pip install -q $(1)/.torch/torch-*.whl && rm -rf $(1)/.torch; \
 	else \
-	  $(BIN)/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	  $(1)/bin/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
 	fi
+endef
+
+$(VENV)/.installed: pyproject.toml
+	$(call venv_with_torch,$(VENV))
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
@@ -82,17 +87,7 @@ bench-stream: setup system-deps bench-deps
 PEER_VENV ?= .venv-bench-whisperlive
 PEER_BIN := $(PEER_VENV)/bin
 $(PEER_VENV)/.installed:
-	test -x $(PEER_BIN)/python || $(PYTHON) -m venv $(PEER_VENV)
-	$(PEER_BIN)/python -m pip install -q --upgrade pip
-	@if $(PEER_BIN)/python -c "import torch" 2>/dev/null; then \
-	  echo "torch already installed"; \
-	elif nvidia-smi -L >/dev/null 2>&1; then \
-	  $(PEER_BIN)/python -m pip install -q torch==$(TORCH_VERSION); \
-	elif rm -rf $(PEER_VENV)/.torch && $(PEER_BIN)/python -m pip download -q --no-index --no-deps -d $(PEER_VENV)/.torch torch==$(TORCH_VERSION) 2>/dev/null; then \
-	  $(PEER_BIN)/python -m pip install -q $(PEER_VENV)/.torch/torch-*.whl && rm -rf $(PEER_VENV)/.torch; \
-	else \
-	  $(PEER_BIN)/python -m pip install -q torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
-	fi
+	$(call venv_with_torch,$(PEER_VENV))
 	$(PEER_BIN)/python -m pip install -q --no-deps whisper-live==0.10.0
 	$(PEER_BIN)/python -m pip install -q faster-whisper==1.2.0 websockets fastapi uvicorn python-multipart scipy av numpy requests
 	$(PEER_BIN)/python -c "import whisper_live.server, whisper_live.backend.faster_whisper_backend"
