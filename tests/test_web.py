@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import websockets
 
 from tests.support.server import Server
@@ -24,11 +25,13 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--use-fake-device-for-media-stream"]
 ARTIFACTS = Path(__file__).parent / "artifacts"  # screenshots (git-ignored; README's is docs/page.png)
-# The page's text against the file's: its audio goes through Chromium's capture (48 kHz, frames timed
-# by the browser), so where live decodes fall differs run to run, and with it a borderline phrase
-# (measured 2026-11-26: at most 0.13 over three runs, "The box was thrown" -> "The marks won't
-# throw"; the upload: 0.00). A lost sentence costs 0.3. Live accuracy itself is held in test_live.py.
+# The page's text is held to the upload of the audio the page sent (Chromium's capture and resampling
+# in between): live decodes fall at other points than an upload's windows, so a borderline phrase may
+# differ (measured 2026-11-26 on this file: live 0.17 against 0.04 for that upload, "The hogs were
+# fed" -> "The hot work and"); a lost sentence costs 0.3. Live accuracy itself is measured in
+# `make bench-stream` and held in test_live.py. The upload of what the page sent is held to MAX_WER.
 MAX_WER = 0.2
+MAX_LIVE_GAP = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +65,16 @@ class Browser:
         self.problems: list[str] = []  # console errors and uncaught exceptions
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
         self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.sent: list = []  # what the page sent over its WebSockets: session.start (text), then audio
+        self.page.on("websocket", lambda ws: ws.on("framesent", lambda frame: self.sent.append(frame)))
+
+    def sent_audio(self) -> np.ndarray:
+        """The audio the page streamed (as the server hears it: 16 kHz)."""
+        start = json.loads(next(f for f in self.sent if isinstance(f, str)))
+        kind, rate = start["audio_format"].split("_")[:2]
+        data = b"".join(f for f in self.sent if isinstance(f, bytes))
+        audio = np.frombuffer(data, np.float32) if kind == "f32" else np.frombuffer(data, np.int16) / np.float32(32768)
+        return soxr.resample(audio, int(rate.rstrip("k")) * 1000, 16000)
 
     def log(self) -> list[dict]:
         return self.page.evaluate("window.sasrLog")
@@ -96,9 +109,9 @@ def in_thread(fn):
 
 
 @in_thread
-def test_talk_shows_partials_then_words_then_the_final_text(server, speech):
+def test_talk_shows_partials_then_words_then_the_final_text(server, client, speech, tmp_path):
     """Start (by keyboard), speak (the file), stop: partials come before committed words, and the final
-    text is as good as the upload's."""
+    text is near the upload of the audio the page sent."""
     path, text, upload_wer = speech
     browser = Browser(path)
     try:
@@ -129,7 +142,11 @@ def test_talk_shows_partials_then_words_then_the_final_text(server, speech):
     finally:
         browser.close()
     assert shown == final
-    assert wer(text, final) <= max(MAX_WER, upload_wer), (text, final)
+    heard = tmp_path / "heard.wav"
+    sf.write(heard, browser.sent_audio(), 16000)
+    heard_wer = wer(text, client.audio.transcriptions.create(model="whisper-1", file=heard).text)
+    assert heard_wer <= max(MAX_WER, upload_wer)  # the page sends the microphone's audio undamaged
+    assert wer(text, final) <= heard_wer + MAX_LIVE_GAP, (text, final)
 
 
 @in_thread

@@ -67,7 +67,7 @@ async function loadInfo() {
 async function startTalk() {
   let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
   } catch (err) {
     const why = {
       NotAllowedError: "Microphone permission was denied. Allow it for this site and press Start again.",
@@ -79,14 +79,26 @@ async function startTalk() {
     return;
   }
   talk.stream = stream;
-  talk.context = new AudioContext();
+  // The browser's own resampler (band-limited) brings the microphone to 16 kHz where it can; a
+  // browser that cannot connect a microphone to a context of another rate gets its native rate and
+  // the page's resampler.
+  let source;
+  for (const options of [{ sampleRate: 16000 }, {}]) {
+    talk.context = new AudioContext(options);
+    try {
+      source = talk.context.createMediaStreamSource(stream);
+      break;
+    } catch (err) {
+      talk.context.close();
+    }
+  }
   const rate = talk.context.sampleRate;
   talk.format = RATES.includes(rate) ? `pcm16_${rate / 1000}k_mono` : "f32_16k_mono";
   talk.resample = RATES.includes(rate) ? null : resampler(rate, 16000);
   await talk.context.audioWorklet.addModule("/web/capture.js");
   const node = new AudioWorkletNode(talk.context, "sasr-capture");
   node.port.onmessage = (event) => onAudio(event.data);
-  talk.context.createMediaStreamSource(stream).connect(node);
+  source.connect(node);
   Object.assign(talk, { running: true, before: "", committed: "", partial: "", retries: 0 });
   render();
   setButton(true);
