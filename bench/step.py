@@ -1,7 +1,8 @@
 """One engine step, alone: `runner.step(batch)` at 1, 8 and 16 decode rows, split into torch-op time
 and the Python around it.
 
-    python -m bench.step [--models whisper,qwen] [--rows 1,8,16] [--quantize none,int8] [--threads N] [--json out.json]
+    python -m bench.step [--models whisper,qwen] [--rows 1,8,16] [--quantize none,int8] [--threads N]
+                         [--device cpu|cuda] [--json out.json]
 
 Cases: Whisper tiny.en (the bundled weights) and the tiny Qwen3-ASR of the tests (random weights,
 tests/support/qwen_tiny.py). Each decode row is a running sequence part-way through its text
@@ -15,6 +16,10 @@ repeat moves each row one position on, as decoding does. Per case it prints one 
     calls  operator calls per step (what a CUDA graph or a compiled step would fold together)
 
 The KV a row attends over is whatever the arena holds (zeros): the cost does not depend on values.
+
+--device cuda runs the same steps on the GPU in the server's dtypes there (Whisper fp16, with its
+CUDA graphs; Qwen3-ASR bf16). A step ends with its one copy back to the host, so its wall time
+includes the GPU's work; `ops` then includes the wait for it, and a graph replay counts as `python`.
 """
 
 from __future__ import annotations
@@ -51,26 +56,27 @@ def decode_batch(rows: list[tuple[int, int, list[int], list[int]]], inputs) -> B
 
 
 @functools.cache
-def load_whisper(quantize: str):
+def load_whisper(quantize: str, device: str):
     from sasr.models.whisper.load import load_whisper
 
-    return load_whisper(None, quantize=quantize)
+    return load_whisper(None, device, torch.float16 if device == "cuda" else torch.float32, quantize=quantize)
 
 
 @functools.cache
-def load_qwen():
+def load_qwen(device: str):
     from sasr.models.qwen3_asr.load import load_qwen3_asr
     from tests.support.qwen_tiny import write_tiny_checkpoint
 
-    return load_qwen3_asr(str(write_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="sasr-step-")) / "tiny-qwen3-asr")))
+    path = write_tiny_checkpoint(Path(tempfile.mkdtemp(prefix="sasr-step-")) / "tiny-qwen3-asr")
+    return load_qwen3_asr(str(path), device, torch.bfloat16 if device == "cuda" else torch.float32)
 
 
-def whisper_case(num_rows: int, quantize: str, num_steps: int):
+def whisper_case(num_rows: int, quantize: str, num_steps: int, device: str):
     """The Whisper runner and a batch per step: rows in slots 0..num_rows-1 (a full 30 s encoding each)."""
     from sasr.models.whisper.model import WhisperModel
     from sasr.models.whisper.runner import ModelRunner, WhisperInputs
 
-    loaded = load_whisper(quantize)
+    loaded = load_whisper(quantize, device)
     vocab = loaded.vocab
     runner = ModelRunner(WhisperModel(loaded.model), vocab, max_num_seqs=max(16, num_rows))
     text = vocab.encode(" The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background.")
@@ -85,14 +91,14 @@ def whisper_case(num_rows: int, quantize: str, num_steps: int):
     return runner, batches
 
 
-def qwen_case(num_rows: int, quantize: str, num_steps: int):
+def qwen_case(num_rows: int, quantize: str, num_steps: int, device: str):
     """The Qwen3-ASR paged runner and a batch per step: each row owns the blocks of its positions."""
     from sasr.models.qwen3_asr.model import Qwen3ASR
     from sasr.models.qwen3_asr.runner import PagedRunner
 
     if quantize != "none":
         raise ValueError("Qwen3-ASR has no quantised path")
-    loaded = load_qwen()
+    loaded = load_qwen(device)
     max_len = QWEN_POSITION + num_steps + 1
     blocks_per_row = -(-max_len // QWEN_BLOCK_SIZE)
     runner = PagedRunner(Qwen3ASR(loaded.model), loaded.vocab, max_num_seqs=max(16, num_rows),
@@ -139,10 +145,10 @@ def quiet_stderr():
         os.close(saved)
 
 
-def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds: int) -> dict:
+def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds: int, device: str) -> dict:
     """Median over rounds of: the median step time, and the operators' share of a profiled round."""
     name, build = CASES[model]
-    runner, batches = build(num_rows, quantize, num_steps)
+    runner, batches = build(num_rows, quantize, num_steps, device)
     for batch in batches:  # warm up: allocator, kernels, lazy inits
         runner.step(batch)
     step_times, shares, calls = [], [], 0.0
@@ -157,7 +163,7 @@ def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds
         shares.append(share)
     step_s, share = statistics.median(step_times), statistics.median(shares)
     return {
-        "model": name, "quantize": quantize, "rows": num_rows, "threads": torch.get_num_threads(),
+        "model": name, "device": device, "quantize": quantize, "rows": num_rows, "threads": torch.get_num_threads(),
         "step_ms": round(step_s * 1e3, 3), "ops_ms": round(step_s * share * 1e3, 3),
         "python_ms": round(step_s * (1 - share) * 1e3, 3), "calls": round(calls),
         "tokens_per_s": round(num_rows / step_s, 1),
@@ -175,7 +181,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="whisper,qwen")
     parser.add_argument("--rows", default="1,8,16")
-    parser.add_argument("--quantize", default="none,int8", help="Whisper weight modes to compare")
+    parser.add_argument("--quantize", default=None,
+                        help="Whisper weight modes to compare (default: none,int8 on cpu; none on cuda)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=30, help="steps per round (each a position further on)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per case (medians are reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -184,16 +192,18 @@ def main() -> None:
     torch.set_grad_enabled(False)
     if args.threads:
         torch.set_num_threads(args.threads)
+    quantize = args.quantize or ("none" if args.device == "cuda" else "none,int8")
     results = []
     for model in args.models.split(","):
-        modes = args.quantize.split(",") if model == "whisper" else ["none"]
-        for quantize in modes:
+        modes = quantize.split(",") if model == "whisper" else ["none"]
+        for mode in modes:
             for num_rows in (int(x) for x in args.rows.split(",")):
-                r = measure(model, num_rows, quantize, args.steps, args.rounds)
+                r = measure(model, num_rows, mode, args.steps, args.rounds, args.device)
                 results.append(r)
                 print(line(r), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+        where = f"{torch.cuda.get_device_name()} (CUDA)" if args.device == "cuda" else machine()
+        Path(args.json).write_text(json.dumps({"machine": where, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

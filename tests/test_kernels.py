@@ -1,4 +1,5 @@
-"""Kernels against their plain-torch references (CPU here; the CUDA cases run where a GPU is)."""
+"""Kernels against their plain-torch references, and CUDA graph replay against the eager step (CPU
+here; the CUDA cases run where a GPU is: `pytest -m cuda tests/test_kernels.py`)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,63 @@ async def test_cuda_graph_replay_equals_eager(cache_dir, speech_dir):
         results[eager] = [[s.tokens for s in r.segments] for r in outs]
         engine.close()
     assert results[True] == results[False]
+
+
+# Graph replay against the eager step: (logits atol, logits rtol, alignment weights atol); fp16 is what
+# the server runs on CUDA. A graph runs its bucket's shapes (padded batch, longer self and audio spans,
+# masked) and the eager step the exact ones, so kernels and summation orders differ: the gap is rounding.
+GRAPH_TOLERANCE = {torch.float16: (0.1, 0.01, 0.02), torch.float32: (2e-3, 1e-4, 1e-4)}
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
+def test_graph_replay_equals_eager_at_every_bucket(dtype):
+    """Every captured decode graph (batch x self positions x audio frames) gives the eager step's logits,
+    tokens and alignment weights. Each bucket gets the fewest live rows that select it (the rest of it
+    padding rows), one row at its longest self and audio span and the others shorter (masked), over
+    random KV (the values do not matter to the comparison)."""
+    from sasr.engine.batch import DecodeRow, SamplingParams
+    from sasr.engine.sampling import GRAPH_BUCKETS
+    from sasr.models.whisper.load import load_whisper
+    from sasr.models.whisper.model import WhisperModel
+    from sasr.models.whisper.runner import ModelRunner
+
+    loaded = load_whisper(None, "cuda", dtype)
+    model, align = WhisperModel(loaded.model), [tuple(h) for h in loaded.model.generation_config.alignment_heads]
+    graphed = ModelRunner(model, loaded.vocab, GRAPH_BUCKETS[-1], align_heads=align)
+    eager = ModelRunner(model, loaded.vocab, GRAPH_BUCKETS[-1], enforce_eager=True, align_heads=align)
+    eager.arena, eager.cross_lens = graphed.arena, graphed.cross_lens  # one KV state, stepped both ways
+    for t in (graphed.arena.self_k, graphed.arena.self_v, graphed.arena.cross_k, graphed.arena.cross_v):
+        t.normal_()
+    atol, rtol, weights_atol = GRAPH_TOLERANCE[dtype]
+    shapes = sorted(graphed.graphs)
+    sizes, kvs, crosses = (sorted({s[i] for s in shapes}) for i in range(3))
+    assert sizes == list(GRAPH_BUCKETS) and len(shapes) == len(sizes) * len(kvs) * len(crosses)
+    rng = np.random.default_rng(0)
+    rows_compared = rows_clear = 0
+    worst = 0.0
+    with torch.inference_mode():
+        for size, kv, cross in shapes:
+            n = max([s for s in sizes if s < size], default=0) + 1
+            positions, lens = rng.integers(0, kv, n), rng.integers(1, cross + 1, n)
+            positions[0], lens[0] = kv - 1, cross
+            graphed.cross_lens[:n] = lens.tolist()
+            graphed.arena.cross_len[:n] = torch.from_numpy(lens)
+            rows = [DecodeRow(i, int(t), int(p), [int(t)], SamplingParams(), None)
+                    for i, (t, p) in enumerate(zip(rng.integers(0, loaded.vocab.eot, n), positions))]
+            got, got_weights = (x.clone() for x in graphed.decode(rows, align=True))  # views of the graph's buffers
+            want, want_weights = eager.decode(rows, align=True)
+            where = f"bucket (batch {size}, kv {kv}, audio {cross}) with {n} live rows"
+            say = lambda m, w=where: f"{w}: {m}"
+            torch.testing.assert_close(got, want, atol=atol, rtol=rtol, msg=say)
+            torch.testing.assert_close(got_weights, want_weights, atol=weights_atol, rtol=0, msg=say)
+            # the same token wherever the eager step's best leads its runner-up by more than rounding
+            top2 = want.topk(2).values
+            clear = top2[:, 0] - top2[:, 1] > 2 * (atol + rtol * top2[:, 0].abs())
+            assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear]), where
+            rows_compared, rows_clear = rows_compared + n, rows_clear + int(clear.sum())
+            worst = max(worst, (got - want).abs().max().item())
+    print(f"{dtype}: {len(shapes)} graphs, {rows_compared} rows, max |logit diff| {worst:.2e}, "
+          f"tokens compared on {rows_clear} rows clear of a tie")
+    assert rows_clear > rows_compared / 2, "too few rows clear of a tie to compare tokens"

@@ -1,10 +1,15 @@
 """Speech fixtures with known text: espeak-ng speaks them, sox converts them.
 
 The texts are Harvard sentences (IEEE 1969), phonetically balanced and in the public domain.
+
+SASR_SPEECH_DIR names a directory of spoken fixtures kept by `speak` (one file per text and
+settings): it is filled where espeak-ng is, and read where it is not (a GPU machine without it).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -68,10 +73,20 @@ def require(tool: str) -> str:
 
 def speak(text: str, path: Path, rate: int = 16000, channels: int = 1, speed: int = 160, voice: str = "en") -> Path:
     """Write `text` spoken by espeak-ng to `path` (format from its suffix) at `rate` Hz."""
+    kept = None
+    if os.environ.get("SASR_SPEECH_DIR"):
+        key = hashlib.sha256(repr((text, rate, channels, speed, voice)).encode()).hexdigest()[:16]
+        kept = Path(os.environ["SASR_SPEECH_DIR"]) / f"{key}{path.suffix}"
+        if kept.exists():
+            shutil.copyfile(kept, path)
+            return path
     raw = path.with_suffix(".espeak.wav")
     subprocess.run([require("espeak-ng"), "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run([require("sox"), "-q", "-G", str(raw), "-r", str(rate), "-c", str(channels), str(path)], check=True)
+    subprocess.run([require("sox"), "-q", "-D", "-G", str(raw), "-r", str(rate), "-c", str(channels), str(path)], check=True)
     raw.unlink()
+    if kept:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, kept)
     return path
 
 

@@ -95,7 +95,7 @@ class WhisperModel:
     @torch.inference_mode()
     def decode(
         self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
-        cross_kv_len: int | None = None, align_heads: dict[int, list[int]] | None = None,
+        cross_kv_len: int | None = None, align_heads: dict[int, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D] and, with
         align_heads ({layer: [head, ...]}), those heads' cross-attention weights [B, A, T, cross_kv_len].
@@ -137,9 +137,10 @@ class WhisperModel:
         return self.decoder.layer_norm(x), (torch.cat(alignment, dim=1) if alignment else None)
 
     def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
-                           heads: list[int]) -> torch.Tensor:
+                           heads: torch.Tensor) -> torch.Tensor:
         """Softmax weights [B, len(heads), T, F] of some heads (what SDPA computes but does not return)."""
-        scores = q[:, heads] @ k[:, heads].transpose(-1, -2) * self.head_dim ** -0.5  # [B, A, T, F]
+        q, k = q.index_select(1, heads), k.index_select(1, heads)
+        scores = q @ k.transpose(-1, -2) * self.head_dim ** -0.5  # [B, A, T, F]
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.float().softmax(-1)

@@ -55,9 +55,11 @@ class ModelRunner:
         self.max_num_seqs = max_num_seqs
         self.device = model.device
         self.filters = default_filters(vocab)
-        self.align_heads: dict[int, list[int]] = {}
+        heads: dict[int, list[int]] = {}
         for layer, head in align_heads:
-            self.align_heads.setdefault(layer, []).append(head)
+            heads.setdefault(layer, []).append(head)
+        # per layer, as an index on the model's device (a host list would be copied inside a CUDA graph)
+        self.align_heads = {layer: torch.tensor(h, device=self.device) for layer, h in heads.items()}
         # The arena: every slot's self-attention K/V for all positions, and its cross-attention K/V.
         self.arena = model.new_cache(max_num_seqs, model.num_audio_frames)
         self.full_cross_len = model.num_audio_frames
