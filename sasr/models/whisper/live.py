@@ -5,11 +5,12 @@ The decode window is the current utterance (from a little before its onset) afte
 earlier utterances, whose committed text is forced, with older text as the prompt: nothing is trimmed
 mid-speech, and the model hears its context as an upload's 30 s windows would. While an utterance is
 spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
-shown) and, every COMMIT_EVERY points, a commit decode (encoded as 30 s, as Whisper was trained) that
-commits the words the decode before agreed on, that the model was sure of, and that end GUARD_S
-before the audio it heard (Whisper's last words are its least reliable). When ENDPOINT_S of silence
-ends the utterance, a final decode commits the rest, with Whisper's temperature fallback where it
-looks like a loop or a guess (the likeliest attempt kept, never nothing). A client streaming a file
+shown) and, every COMMIT_EVERY points, a commit decode (the whole window, padded as much) that
+commits the words the decode before agreed on and that end GUARD_S before the audio it heard
+(Whisper's last words are its least reliable), up to the first the model was unsure of that has not
+yet settled (SETTLED_S more audio after it). When ENDPOINT_S of silence ends the utterance, a final
+decode (encoded as 30 s, as Whisper was trained) commits the rest, with Whisper's temperature
+fallback where it looks like a loop or a guess (the likeliest attempt kept, never nothing). A client streaming a file
 gets finals only: each utterance decoded once, as an upload would be. An utterance longer than
 MAX_WINDOW_S is cut after its last committed word, never dropped. Silence costs no decode. Word
 timings come from the decoder's cross-attention (timing.py).
@@ -56,12 +57,15 @@ LEAD_S = 0.3  # audio kept before an utterance's onset
 TAIL_S = 0.3  # silence after an utterance that its final decode hears
 GUARD_S = 0.6  # a commit decode commits only words ending this far before the audio it heard,
 MIN_WORD_PROB = 0.5  # whose every token was at least this likely, and that the decode before agreed on
+SETTLED_S = 1.0  # or, unsure, ends this much before that horizon (agreed on with that much audio after it)
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
 HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
 HISTORY_GAP_S = 2.0  # a pause this long drops them
-PAD_S = 5.0  # silence appended to a partial's window before encoding: cheap, and partials only show
-FINAL_PAD_S = 30.0  # the decodes that commit: encoded as 30 s, as Whisper was trained (short pads hallucinated)
+PAD_S = 5.0  # silence appended to a partial's or a commit decode's window before encoding (cheap: a
+# commit decode's last words are never committed, and measured on the bench corpus its 30 s encoding
+# bought no accuracy for 20% more compute)
+FINAL_PAD_S = 30.0  # finals commit everything: encoded as 30 s, as Whisper was trained (short pads hallucinated)
 PROMPT_TOKENS = 223  # committed tokens before the window passed as the prompt: as uploads (half the context)
 PARTIAL, COMMIT, FINAL, FORCED = "partial", "commit", "final", "forced"
 
@@ -190,8 +194,8 @@ class StreamingPolicy(LiveBuffer):
     def _job(self, end: int, kind: str, fallback: int = 0) -> LiveJob | None:
         """A decode of the buffer up to session sample `end`, the committed tokens forced.
 
-        A partial (cheap: its window padded by PAD_S, not to 30 s) hears the current utterance alone,
-        the earlier ones' text in its prompt; the others hear the whole buffer, encoded as 30 s.
+        A partial hears the current utterance alone, the earlier ones' text in its prompt; the others
+        hear the whole buffer. Partials and commit decodes are padded by PAD_S, the rest to 30 s.
         """
         end -= self.buffer_start
         self.processed = max(self.processed, end)
@@ -202,7 +206,7 @@ class StreamingPolicy(LiveBuffer):
         prompt = (self.context + self.committed[:num_prompt])[-PROMPT_TOKENS:]
         prefix, sot_index = prefix_for(self.vocab, prompt, self.language, self.max_len)
         forced = self._rebased(self.committed[num_prompt:], skip)
-        pad_s = PAD_S if kind == PARTIAL else FINAL_PAD_S
+        pad_s = PAD_S if kind in (PARTIAL, COMMIT) else FINAL_PAD_S
         frames = math.ceil((len(window) // HOP_SAMPLES + pad_s * FRAMES_PER_S) / FRAMES_PER_S) * FRAMES_PER_S
         room = self.max_len - len(prefix) - len(forced) - 1
         return LiveJob(
@@ -247,7 +251,8 @@ class StreamingPolicy(LiveBuffer):
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
             stable = agreed_prefix(self.previous, [w.text for w in fresh]) if not looping else 0
             floor = math.log(MIN_WORD_PROB)  # and whose every token the model was sure of
-            sure = next((i for i, pairs in enumerate(logprobs) if min((lp for _, lp in pairs), default=0.0) < floor), len(fresh))
+            sure = next((i for i, (word, pairs) in enumerate(zip(fresh, logprobs))
+                         if min((lp for _, lp in pairs), default=0.0) < floor and word.end_s > horizon - SETTLED_S), len(fresh))
             stable = min(stable, sure)
             while stable and fresh[stable - 1].end_s > horizon:
                 stable -= 1
