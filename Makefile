@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test soak bench bench-step bench-stream bench-stream-peer bench-deps bench-prefix bench-kernels system-deps clean
+.PHONY: setup serve test soak bench bench-step bench-stream bench-stream-peer bench-live-policy bench-deps bench-prefix bench-kernels system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -62,6 +62,11 @@ soak: setup system-deps
 bench: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m bench.http_load $(BENCH_ARGS)
+
+# The Whisper live policy at the pace of speech, in-process: per slice, streamed vs uploaded WER,
+# committed-word wait on the audio clock, model time per session (BENCH_ARGS: --slices, --set NAME=VALUE)
+bench-live-policy: setup system-deps bench-deps
+	$(BIN)/python -m bench.live_policy $(BENCH_ARGS)
 
 # One engine step at 1/8/16 decode rows (Whisper tiny.en, tiny Qwen3-ASR): wall, torch ops, Python
 bench-step: setup

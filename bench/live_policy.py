@@ -1,0 +1,121 @@
+"""The Whisper live policy at the pace of speech, in-process and deterministic: per corpus slice, the
+streamed text's WER against the upload of the same file, how long committed words wait on the audio
+clock, and the model time a session costs.
+
+    python -m bench.live_policy [--slices short,long,voices,real] [--set NAME=VALUE ...] [--json out.json]
+
+Each file of the streaming bench's corpus (bench/corpus.py) goes through a live Session 0.1 s at a
+time, each frame fully handled before the next (tests/support/live.py, pace "live"), so every
+decode point is met: the result depends on the audio and the policy alone, not on the machine's
+load, unlike `make bench-stream`'s load pass. Per slice:
+    live / upload  corpus WER of the streamed final text and of the upload (files without a reference
+                   text: the upload is the reference)
+    word p50/p95   audio received when a word was committed, minus its end (the policy's share of
+                   word latency; the decode time comes on top)
+    model RTF      seconds of decodes per second of audio for one session (this machine)
+`--set` changes a constant of sasr.models.whisper.live for the run (a lever to measure), e.g.
+`--set SETTLED_S=2.0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.corpus import SLICES, build
+from sasr.engine import TranscriptionRequest
+from sasr.models.whisper import live
+from sasr.models.whisper.engine import WhisperEngine
+from sasr.models.whisper.load import load_whisper
+from tests.support.live import replay_stream
+from tests.support.speech import read16k
+from tests.support.wer import edit_distance, normalize
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> float:
+    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps)]
+    return sum(edit_distance(r, h) for r, h in pairs) / max(1, sum(len(r) for r, _ in pairs))
+
+
+class Recorder:
+    """Model time of the session's decodes, and how long each committed word waited (since reset)."""
+
+    def __init__(self, engine: WhisperEngine) -> None:
+        self.reset()
+        run_window, update = engine.run_window, live.StreamingPolicy.update
+
+        async def timed(job):
+            started = time.perf_counter()
+            result = await run_window(job)
+            self.busy_s += time.perf_counter() - started
+            return result
+
+        def recorded(policy, job, result, final=False):
+            words = update(policy, job, result, final)
+            heard_s = policy.tracker.position / 16000  # the audio received at this decision point
+            self.waits.extend(heard_s - w.end_s for w in words if w.end_s is not None)
+            return words
+
+        engine.run_window, live.StreamingPolicy.update = timed, recorded
+
+    def reset(self) -> None:
+        self.busy_s, self.waits = 0.0, []
+
+
+async def run(args) -> dict:
+    corpus = build(Path(args.corpus_dir), tuple(args.slices.split(",")))
+    engine = WhisperEngine(load_whisper(None), max_num_seqs=8)
+    recorder = Recorder(engine)
+    results = {}
+    for name, items in corpus.items():
+        refs, streamed, uploaded, waits, busy_s, audio_s = [], [], [], [], 0.0, 0.0
+        for item in items:
+            audio = read16k(item.path)
+            upload = "".join(s.text for s in (await engine.transcribe(TranscriptionRequest(audio))).segments)
+            recorder.reset()
+            events = await replay_stream(engine, audio, pace="live")
+            refs.append(item.text or upload)
+            streamed.append(events[-1].text)
+            uploaded.append(upload)
+            waits += recorder.waits
+            busy_s, audio_s = busy_s + recorder.busy_s, audio_s + len(audio) / 16000
+        live_wer, upload_wer = corpus_wer(refs, streamed), corpus_wer(refs, uploaded)
+        results[name] = {
+            "files": len(items), "audio_s": round(audio_s, 1), "live_wer": round(live_wer, 3),
+            "upload_wer": round(upload_wer, 3), "gap": round(live_wer - upload_wer, 3),
+            "word_p50_s": round(float(np.percentile(waits, 50)), 2) if waits else None,
+            "word_p95_s": round(float(np.percentile(waits, 95)), 2) if waits else None,
+            "model_rtf": round(busy_s / audio_s, 3),
+        }
+        print(f"{name:7} live {live_wer:.3f} / upload {upload_wer:.3f} (gap {live_wer - upload_wer:+.3f})  "
+              f"word p50/p95 {results[name]['word_p50_s']} / {results[name]['word_p95_s']} s  "
+              f"model RTF {results[name]['model_rtf']}", flush=True)
+    engine.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", default=",".join(SLICES))
+    parser.add_argument("--corpus-dir", default="bench/.corpus")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a constant of sasr.models.whisper.live, for this run")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    for setting in args.set:
+        name, value = setting.split("=", 1)
+        if not hasattr(live, name):
+            parser.error(f"sasr.models.whisper.live has no {name}")
+        setattr(live, name, type(getattr(live, name))(value))
+    results = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"settings": args.set, "slices": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
