@@ -13,6 +13,7 @@ from sasr.audio.io import decode_audio
 from sasr.engine import TranscriptionRequest
 from sasr.models.quant import (
     FC2_ROWS_PER_SCALE,
+    Bf16Projection,
     Int8Linear,
     has_vnni,
     int8_linear_reference,
@@ -156,3 +157,18 @@ async def test_int8_batched_equals_alone(int8_engine, clips, speech_dir):
     alone = [await int8_engine.transcribe(TranscriptionRequest(a)) for a in audios]
     together = await asyncio.gather(*(int8_engine.transcribe(TranscriptionRequest(a)) for a in audios))
     assert [[s.tokens for s in r.segments] for r in together] == [[s.tokens for s in r.segments] for r in alone]
+
+
+def test_bf16_vocabulary_projection_is_near_fp32_and_per_row():
+    """The bf16 projection's logits are fp32's within bf16 rounding, the same top token where fp32's
+    leads clearly, and a row's logits do not depend on the rows beside it."""
+    torch.manual_seed(0)
+    weight, hidden = torch.randn(51864, 384) * 0.05, torch.randn(8, 384)
+    got, want = Bf16Projection(weight)(hidden), hidden @ weight.T
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert ((got - want).abs().max() / want.abs().max()).item() < 0.02
+    top2 = want.topk(2).values
+    clear = top2[:, 0] - top2[:, 1] > 0.05 * top2[:, 0].abs()
+    assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear]) and clear.any()
+    alone = torch.cat([Bf16Projection(weight)(row[None]) for row in hidden])
+    torch.testing.assert_close(alone, got, atol=1e-4, rtol=1e-4)  # no shared scale (equal on this CPU)

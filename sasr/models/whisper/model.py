@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from transformers import WhisperForConditionalGeneration
 
 from sasr.audio.constants import WINDOW_FRAMES
@@ -89,6 +90,8 @@ class WhisperModel:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
+        if not isinstance(self.model.proj_out, nn.Linear):  # a reduced-precision copy (sasr.models.quant)
+            return self.model.proj_out(hidden)
         # W @ h.T rather than h @ W.T: for a few rows MKL runs the former 2-3x faster
         return torch.mm(self.decoder.embed_tokens.weight, hidden.T).T.float()
 
