@@ -14,7 +14,7 @@ load, unlike `make bench-stream`'s load pass. Per slice:
                    word latency; the decode time comes on top)
     model RTF      seconds of decodes per second of audio for one session (this machine)
 `--set` changes a constant of sasr.models.whisper.live for the run (a lever to measure), e.g.
-`--set SETTLED_S=2.0`.
+`--set GUARD_S=1.0`.
 """
 
 from __future__ import annotations

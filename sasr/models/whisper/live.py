@@ -6,14 +6,13 @@ earlier utterances, whose committed text is forced, with older text as the promp
 mid-speech, and the model hears its context as an upload's 30 s windows would. While an utterance is
 spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
 shown) and, every COMMIT_EVERY points, a commit decode (the whole window, padded as much) that
-commits the words the decode before agreed on and that end GUARD_S before the audio it heard
-(Whisper's last words are its least reliable), up to the first the model was unsure of that has not
-yet settled (SETTLED_S more audio after it). When ENDPOINT_S of silence ends the utterance, a final
-decode (encoded as 30 s, as Whisper was trained) commits the rest, with Whisper's temperature
-fallback where it looks like a loop or a guess (the likeliest attempt kept, never nothing). A client streaming a file
-gets finals only: each utterance decoded once, as an upload would be. An utterance longer than
-MAX_WINDOW_S is cut after its last committed word, never dropped. Silence costs no decode. Word
-timings come from the decoder's cross-attention (timing.py).
+commits the words the decode before agreed on, that the model was sure of, and that end GUARD_S
+before the audio it heard (Whisper's last words are its least reliable). When ENDPOINT_S of silence
+ends the utterance, a final decode (encoded as 30 s, as Whisper was trained) commits the rest, with
+Whisper's temperature fallback where it looks like a loop or a guess (the likeliest attempt kept,
+never nothing). A client streaming a file gets finals only: each utterance decoded once, as an
+upload would be. An utterance longer than MAX_WINDOW_S is cut after its last committed word, never
+dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py).
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -57,7 +56,6 @@ LEAD_S = 0.3  # audio kept before an utterance's onset
 TAIL_S = 0.3  # silence after an utterance that its final decode hears
 GUARD_S = 0.6  # a commit decode commits only words ending this far before the audio it heard,
 MIN_WORD_PROB = 0.5  # whose every token was at least this likely, and that the decode before agreed on
-SETTLED_S = 1.0  # or, unsure, ends this much before that horizon (agreed on with that much audio after it)
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
 HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
@@ -251,8 +249,7 @@ class StreamingPolicy(LiveBuffer):
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
             stable = agreed_prefix(self.previous, [w.text for w in fresh]) if not looping else 0
             floor = math.log(MIN_WORD_PROB)  # and whose every token the model was sure of
-            sure = next((i for i, (word, pairs) in enumerate(zip(fresh, logprobs))
-                         if min((lp for _, lp in pairs), default=0.0) < floor and word.end_s > horizon - SETTLED_S), len(fresh))
+            sure = next((i for i, pairs in enumerate(logprobs) if min((lp for _, lp in pairs), default=0.0) < floor), len(fresh))
             stable = min(stable, sure)
             while stable and fresh[stable - 1].end_s > horizon:
                 stable -= 1

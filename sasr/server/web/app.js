@@ -84,12 +84,14 @@ async function startTalk() {
   // the page's resampler.
   let source;
   for (const options of [{ sampleRate: 16000 }, {}]) {
-    talk.context = new AudioContext(options);
     try {
+      talk.context = new AudioContext(options);
       source = talk.context.createMediaStreamSource(stream);
       break;
     } catch (err) {
-      talk.context.close();
+      talk.context?.close();
+      talk.context = null;
+      if (!options.sampleRate) throw err; // the native rate failed too: nothing else to try
     }
   }
   const rate = talk.context.sampleRate;
