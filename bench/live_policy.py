@@ -9,7 +9,8 @@ time, each frame fully handled before the next (tests/support/live.py, pace "liv
 decode point is met: the result depends on the audio and the policy alone, not on the machine's
 load, unlike `make bench-stream`'s load pass. Per slice:
     live / upload  corpus WER of the streamed final text and of the upload (files without a reference
-                   text: the upload is the reference)
+                   text: the upload is the reference), as `make bench` scores (numbers as written;
+                   `make bench-stream` also reads numbers as words, so its WERs differ a little)
     word p50/p95   audio received when a word was committed, minus its end (the policy's share of
                    word latency; the decode time comes on top)
     model RTF      seconds of decodes per second of audio for one session (this machine)
@@ -28,18 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from bench.corpus import SLICES, build
+from bench.http_load import corpus_wer
 from sasr.engine import TranscriptionRequest
 from sasr.models.whisper import live
 from sasr.models.whisper.engine import WhisperEngine
 from sasr.models.whisper.load import load_whisper
 from tests.support.live import replay_stream
 from tests.support.speech import read16k
-from tests.support.wer import edit_distance, normalize
-
-
-def corpus_wer(refs: list[str], hyps: list[str]) -> float:
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps)]
-    return sum(edit_distance(r, h) for r, h in pairs) / max(1, sum(len(r) for r, _ in pairs))
 
 
 class Recorder:
