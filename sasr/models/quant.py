@@ -132,7 +132,8 @@ def quantize_whisper(model, mode: str) -> None:
 
     int8: the encoder's Linear layers (fc2 with a scale per FC2_ROWS_PER_SCALE frames) and the
     cross-attention key/value projections (which only ever see encoder output); the decoder's token
-    path, and the tied embedding the logits read, stay fp32.
+    path stays fp32, but for the vocabulary projection, which reads a bf16 copy of the tied embedding
+    where the CPU has AVX-512 BF16 (`Bf16Projection`; token embeddings stay fp32).
     """
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {mode!r}")
