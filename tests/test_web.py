@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import soxr
 import websockets
 
+from sasr.audio.stream import FrameDecoder
 from tests.support.server import Server
 from tests.support.speech import HARVARD, concat, read16k
 from tests.support.wer import wer
@@ -69,12 +69,9 @@ class Browser:
         self.page.on("websocket", lambda ws: ws.on("framesent", lambda frame: self.sent.append(frame)))
 
     def sent_audio(self) -> np.ndarray:
-        """The audio the page streamed (as the server hears it: 16 kHz)."""
+        """The audio the page streamed, decoded as the server decodes it (16 kHz)."""
         start = json.loads(next(f for f in self.sent if isinstance(f, str)))
-        kind, rate = start["audio_format"].split("_")[:2]
-        data = b"".join(f for f in self.sent if isinstance(f, bytes))
-        audio = np.frombuffer(data, np.float32) if kind == "f32" else np.frombuffer(data, np.int16) / np.float32(32768)
-        return soxr.resample(audio, int(rate.rstrip("k")) * 1000, 16000)
+        return FrameDecoder(start["audio_format"]).decode(b"".join(f for f in self.sent if isinstance(f, bytes)), last=True)
 
     def log(self) -> list[dict]:
         return self.page.evaluate("window.sasrLog")
