@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 EXTRAS ?= test
 SERVE_ARGS ?=
 
-.PHONY: setup serve test soak bench bench-step bench-stream bench-stream-peer bench-live-policy bench-deps bench-prefix bench-kernels system-deps clean
+.PHONY: setup serve test test-cluster serve-cluster soak bench bench-step bench-stream bench-stream-peer bench-live-policy bench-deps bench-prefix bench-kernels bench-ingress system-deps clean
 
 setup: $(VENV)/.installed
 
@@ -50,7 +50,19 @@ system-deps:
 	fi
 
 test: setup system-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
+
+# sasr on a real Ray Serve cluster: a head and two workers, each in its own network namespace, a client
+# in a fourth (needs root; about 5 minutes): tests/test_cluster.py
+test-cluster: setup system-deps
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py $(PYTEST_ARGS)
+
+# Replicas on Ray Serve behind one address (http://$(HOST):8000), from deploy/ray/serve.yaml: a one-node
+# cluster here (`ray start` on more machines and `serve deploy` for more). HAProxy is the ingress.
+serve-cluster: setup
+	$(BIN)/python -m pip install -q -e '.[ray]'
+	RAY_SERVE_ENABLE_HA_PROXY=1 $(BIN)/serve run deploy/ray/serve.yaml
 
 # Load and faults for 10 minutes against a real server (SOAK_ARGS: --duration, --sessions, --json);
 # exits non-zero on lost words, hangs, unexpected errors or leaks (a 40 s variant runs in `make test`)
@@ -107,6 +119,12 @@ bench-prefix: setup system-deps
 
 bench-kernels: setup
 	$(BIN)/python -m bench.kernels
+
+# Ray Serve's two ingresses (Python proxy, HAProxy) against a direct `sasr serve`, same live load, on a
+# namespaced head + worker (needs root)
+bench-ingress: setup system-deps
+	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	$(BIN)/python -m bench.ingress $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

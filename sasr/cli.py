@@ -69,18 +69,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from sasr.models.build import build_engine
-    from sasr.server.app import create_app
+    from sasr.server.app import app_for
     from sasr.server.run import serve_app
 
     config = config_from_args(args)
-    engine = build_engine(config.model, config.device, config.dtype, max_num_seqs=config.max_num_seqs,
-                          max_queued=config.max_queued_requests, enforce_eager=config.enforce_eager,
-                          load_format=config.load_format, enable_prefix_caching=config.enable_prefix_caching,
-                          num_kv_blocks=config.num_kv_blocks, quantize=config.quantize)
-    name = config.served_model_name or engine.served_name
-    logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en", name, config.host, config.port)
-    serve_app(create_app(config, engine, name), config, args.log_level)
+    app = app_for(config)
+    logging.getLogger("sasr").info("serving %s as %r on http://%s:%d", config.model or "tiny.en",
+                                   app.state.served_model_name, config.host, config.port)
+    serve_app(app, config, args.log_level)
 
 
 def transcribe(args: argparse.Namespace) -> None:

@@ -19,6 +19,9 @@ STREAM_PATH = "/v1/audio/transcriptions/stream"
 
 RECONNECT_CODES = frozenset({1006, 1011, 1012, 1013})  # abnormal close, fault, restart, try again later
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)  # a restarting server has about half a minute
+# A path that goes silent (a replica's link cut behind a proxy that forwards pings) is given up after
+# at most PING_S + PING_TIMEOUT_S, then the session reconnects elsewhere.
+PING_S, PING_TIMEOUT_S = 5.0, 10.0
 
 
 @dataclass
@@ -88,7 +91,7 @@ async def _connection(ws_url: str, pcm16: bytes, offset: int, realtime: bool, st
 
     session_events: list[dict] = []
     try:
-        async with websockets.connect(ws_url, max_size=None) as ws:
+        async with websockets.connect(ws_url, max_size=None, ping_interval=PING_S, ping_timeout=PING_TIMEOUT_S) as ws:
             await ws.send(json.dumps({"type": "session.start", **(start or {})}))
             started = json.loads(await ws.recv())
             if started["type"] != "session.started":  # refused: full, draining, or a bad start

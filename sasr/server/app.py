@@ -47,6 +47,18 @@ async def inject_fault(state: State) -> dict:
     return {"injected": state.engine.faults_to_inject}
 
 
+def app_for(config: ServerConfig) -> Litestar:
+    """The whole server for its settings: the engine built (the model loaded) and the app around it.
+    What `sasr serve` runs, and each Ray Serve replica (sasr/ray_serve.py)."""
+    from sasr.models.build import build_engine  # torch stays below the server layer
+
+    engine = build_engine(config.model, config.device, config.dtype, max_num_seqs=config.max_num_seqs,
+                          max_queued=config.max_queued_requests, enforce_eager=config.enforce_eager,
+                          load_format=config.load_format, enable_prefix_caching=config.enable_prefix_caching,
+                          num_kv_blocks=config.num_kv_blocks, quantize=config.quantize)
+    return create_app(config, engine, config.served_model_name or engine.served_name)
+
+
 def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> Litestar:
     """An app serving `engine`; the engine is closed when the app shuts down."""
     state = State(
