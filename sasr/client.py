@@ -20,8 +20,9 @@ STREAM_PATH = "/v1/audio/transcriptions/stream"
 RECONNECT_CODES = frozenset({1006, 1011, 1012, 1013})  # abnormal close, fault, restart, try again later
 RECONNECT_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0)  # a restarting server has about half a minute
 # A path that goes silent (a replica's link cut behind a proxy that forwards pings) is given up after
-# at most PING_S + PING_TIMEOUT_S, then the session reconnects elsewhere.
-PING_S, PING_TIMEOUT_S = 5.0, 10.0
+# at most PING_S + PING_TIMEOUT_S + CLOSE_TIMEOUT_S (no closing handshake comes back over it either),
+# then the session reconnects elsewhere.
+PING_S, PING_TIMEOUT_S, CLOSE_TIMEOUT_S = 5.0, 10.0, 2.0
 
 
 @dataclass
@@ -34,6 +35,9 @@ class StreamResult:
     close_code: int | None = None
     texts: list[str] = field(default_factory=list)  # the final text of each connection (more after reconnects)
     reconnects: int = 0
+    started_at: float = 0.0  # time.monotonic() when the first connection began
+    dropped_s: list[float] = field(default_factory=list)  # per abnormal close, when (after started_at)
+    resumed_s: list[float] = field(default_factory=list)  # per reconnect, when the new connection was made
 
     @property
     def final(self) -> dict | None:
@@ -65,7 +69,7 @@ async def stream_audio(url: str, pcm16: bytes, realtime: bool = False, start: di
     ws_url = url.rstrip("/").replace("http://", "ws://").replace("https://", "wss://")
     if not ws_url.endswith(STREAM_PATH):
         ws_url += STREAM_PATH
-    t0 = time.monotonic()
+    t0 = out.started_at = time.monotonic()
     offset = 0  # bytes of pcm16 already accounted for by earlier connections
     while True:
         resume = await _connection(ws_url, pcm16, offset, realtime, start, on_event, out, t0)
@@ -73,11 +77,13 @@ async def stream_audio(url: str, pcm16: bytes, realtime: bool = False, start: di
         if resume is None or not reconnect or code not in RECONNECT_CODES or out.reconnects >= len(RECONNECT_DELAYS_S):
             return out
         offset += resume
+        out.dropped_s.append(time.monotonic() - t0)
         for delay in RECONNECT_DELAYS_S[out.reconnects:]:
             out.reconnects += 1
             await asyncio.sleep(delay)
             try:
                 async with websockets.connect(ws_url, open_timeout=5):
+                    out.resumed_s.append(time.monotonic() - t0)
                     break  # it is back
             except (OSError, websockets.InvalidHandshake, TimeoutError):
                 continue
@@ -91,7 +97,8 @@ async def _connection(ws_url: str, pcm16: bytes, offset: int, realtime: bool, st
 
     session_events: list[dict] = []
     try:
-        async with websockets.connect(ws_url, max_size=None, ping_interval=PING_S, ping_timeout=PING_TIMEOUT_S) as ws:
+        async with websockets.connect(ws_url, max_size=None, ping_interval=PING_S, ping_timeout=PING_TIMEOUT_S,
+                                      close_timeout=CLOSE_TIMEOUT_S) as ws:
             await ws.send(json.dumps({"type": "session.start", **(start or {})}))
             started = json.loads(await ws.recv())
             if started["type"] != "session.started":  # refused: full, draining, or a bad start

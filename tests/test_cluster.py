@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -47,6 +49,10 @@ ENV = {
 MAX_GAP = 0.12
 
 
+# Failover timings per fault (seconds after it): written to $SASR_FAILOVER_JSON for the README's table
+FAILOVER: dict[str, dict] = {}
+
+
 def serve_config(path: Path, **options) -> Path:
     """deploy/ray/serve.yaml with a replica per worker node (1 CPU) and the given deployment options."""
     config = yaml.safe_load(SERVE_YAML.read_text())
@@ -72,6 +78,8 @@ def cluster(tmp_path_factory, cache_dir):
         raise
     finally:
         c.close()
+        if FAILOVER and os.environ.get("SASR_FAILOVER_JSON"):
+            Path(os.environ["SASR_FAILOVER_JSON"]).write_text(json.dumps(FAILOVER, indent=1) + "\n")
 
 
 def uploaded(server, audio: np.ndarray) -> str:
@@ -117,15 +125,15 @@ def replica_metric(c: Cluster, name: str) -> dict[str, float]:
     return c.in_client(read())
 
 
-def wait_replicas(c: Cluster, n: int, timeout_s: float = 120) -> None:
+def wait_replicas(c: Cluster, n: int, timeout_s: float = 120) -> float:
     """Until exactly n sasr replicas run on the workers and each answers on its own listener, and the
-    cluster's address answers /health."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    cluster's address answers /health; how long that took."""
+    started = time.monotonic()
+    while time.monotonic() < started + timeout_s:
         running = [node for node in c.workers if c.replica_pids(node)]
         if len(running) == n and sum(len(c.replica_pids(node)) for node in c.workers) == n:
             if len(replica_metric(c, "sasr_live_sessions")) == n and health(c) == 200:
-                return
+                return time.monotonic() - started
         time.sleep(1)
     raise AssertionError(f"not {n} healthy replicas after {timeout_s} s:\n{c.logs(tail=15)}")
 
@@ -202,10 +210,12 @@ def test_sessions_spread_over_both_replicas(cluster, clip):
         assert wer(text, r.text) <= MAX_GAP, r.text
 
 
-def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, uploads_wav: Path | None = None, n: int = 4):
+def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, name: str, uploads_wav: Path | None = None,
+                          n: int = 4):
     """n live sessions; at 4 s, the gauges are read and `fault()` runs (in a thread); meanwhile, with
     uploads_wav, an upload a second. Returns the sessions, the gauges before the fault, and the uploads'
-    outcomes (status codes, or the exception's name)."""
+    outcomes (status codes, or the exception's name); records in FAILOVER[name] when the moved sessions
+    lost their connection and had a new one, in seconds after the fault."""
 
     async def run():
         stop = asyncio.Event()
@@ -226,13 +236,22 @@ def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, uploads_wav: Pat
 
         async def during():
             counts = await asyncio.to_thread(replica_metric, c, "sasr_live_sessions")
+            faulted.append(time.monotonic())
             await asyncio.to_thread(fault)
             return counts
 
+        faulted: list[float] = []
         results, counts = await sessions(c.url, audio, n, during=during, at_s=4.0)
         stop.set()
         if uploader:
             await uploader
+        moved = [r for r in results if r.dropped_s and r.resumed_s]
+        FAILOVER[name] = {
+            "sessions_moved": len(moved),
+            "dropped_after_s": sorted(round(r.started_at + r.dropped_s[0] - faulted[0], 2) for r in moved),
+            "resumed_after_s": sorted(round(r.started_at + r.resumed_s[0] - faulted[0], 2) for r in moved),
+            "uploads": outcomes,
+        }
         return results, counts, outcomes
 
     return c.in_client(run(), timeout=400)
@@ -256,13 +275,20 @@ def test_a_killed_replica_loses_no_transcript(cluster, long_clip, clip, tmp_path
     sf.write(wav := tmp_path / "clip.wav", clip[0], 16000)
     w1 = cluster.workers[0]
     killed = cluster.replica_pids(w1)
-    results, counts, uploads = fault_during_sessions(
-        cluster, audio, lambda: [os.kill(pid, 9) for pid in killed], uploads_wav=wav)
+    back: list[float] = []
+
+    def kill() -> None:
+        for pid in killed:
+            os.kill(pid, 9)
+        threading.Thread(target=lambda: back.append(wait_replicas(cluster, 2)), daemon=True).start()
+
+    results, counts, uploads = fault_during_sessions(cluster, audio, kill, "replica killed (kill -9)", uploads_wav=wav)
     assert counts.get("w1", 0) >= 1, counts
     check_survivors(results, counts, "w1", text)
     assert uploads and all(isinstance(o, int) for o in uploads), uploads  # answered, if not all 200
     assert uploads.count(200) >= len(uploads) - 2, uploads
     wait_replicas(cluster, 2)
+    FAILOVER["replica killed (kill -9)"]["replica_back_after_s"] = round(back[0], 1)
     assert cluster.replica_pids(w1) and cluster.replica_pids(w1) != killed
 
 
@@ -271,12 +297,12 @@ def test_a_cut_link_and_a_killed_node_lose_no_transcript(cluster, long_clip):
     sessions there end within the client's ping timeout or at once, reconnect, and complete."""
     audio, text = long_clip
     w1, w2 = cluster.workers
-    results, counts, _ = fault_during_sessions(cluster, audio, lambda: cluster.set_link(w2, up=False))
+    results, counts, _ = fault_during_sessions(cluster, audio, lambda: cluster.set_link(w2, up=False), "link cut")
     check_survivors(results, counts, "w2", text)
     cluster.set_link(w2, up=True)
     restart_node(cluster, w2)
 
-    results, counts, _ = fault_during_sessions(cluster, audio, w1.kill)
+    results, counts, _ = fault_during_sessions(cluster, audio, w1.kill, "node killed")
     check_survivors(results, counts, "w1", text)
     restart_node(cluster, w1)
 

@@ -15,7 +15,7 @@ LAYERS = [
     {"engine"},
     {"live"},
     {"models"},
-    {"server", "client", "cli", "__main__"},
+    {"server", "client", "cli", "__main__", "ray_serve"},
 ]
 
 
