@@ -71,7 +71,9 @@ class Cluster:
         self.head = Node(prefix, "head", f"{SUBNET}.1")
         self.workers = [Node(prefix, f"w{i + 1}", f"{SUBNET}.{i + 2}") for i in range(workers)]
         self.client = Node(prefix, "client", f"{SUBNET}.100")
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        # Ray's token auth off: the namespaces are reachable from nowhere else, and a token a local
+        # `ray.init()` (make serve-cluster) left in ~/.ray would otherwise switch it on for some nodes.
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", **(env or {})}
         self.root = Path(f"/tmp/{prefix}-ray")
         self.switch = f"{prefix}-sw"
         self._client_thread: ClientThread | None = None
@@ -99,11 +101,11 @@ class Cluster:
             sh("ip", "-n", node.netns, "link", "set", "eth0", "up")
 
     def run(self, node: Node, *args: str, timeout: float = 120, env: dict | None = None) -> str:
-        """A command inside a node's namespace; its output, or CalledProcessError with it."""
+        """A command inside a node's namespace; its output (RuntimeError with all it printed if it fails)."""
         proc = subprocess.run(["ip", "netns", "exec", node.netns, *args], capture_output=True, text=True,
                               timeout=timeout, env={**self.env, **(env or {})})
         if proc.returncode != 0:
-            raise subprocess.CalledProcessError(proc.returncode, args, proc.stdout, proc.stderr)
+            raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} on {node.name}:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
 
     def ray(self, node: Node, *args: str, timeout: float = 120) -> str:
