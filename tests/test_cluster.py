@@ -26,7 +26,7 @@ import soundfile as sf
 from sasr.client import stream_audio, to_pcm16
 from tests.support.cluster import Cluster, can_make_namespaces
 from tests.support.speech import concat, read16k
-from tests.support.wer import wer
+from tests.support.wer import longest_runs, wer
 
 pytestmark = pytest.mark.cluster
 yaml = pytest.importorskip("yaml")
@@ -44,9 +44,18 @@ ENV = {
     "RAY_health_check_timeout_ms": "2000",
     "RAY_health_check_failure_threshold": "4",
 }
-# A session's text against the direct server's upload of the same audio: live decoding differs a little
-# (the live-accuracy issue); a lost sentence costs about 0.17 of the six-sentence clip.
-MAX_GAP = 0.12
+# A live session's text against the direct server's upload of the same audio. Whole: no run of more than
+# MAX_RUN reference words missing (a lost sentence here is 6-9 words) and none of extra words (audio
+# replayed twice); live decoding's own difference from an upload (the live-accuracy issue; 0.09-0.14 on
+# these clips, fault or not) is bounded loosely, as these tests are about faults, not accuracy.
+MAX_RUN = 3
+MAX_GAP = 0.2
+
+
+def whole(reference: str, result) -> bool:
+    """A session's transcript, across its reconnects, is the whole of its audio."""
+    missing, extra = longest_runs(reference, result.text)
+    return result.final is not None and missing <= MAX_RUN and extra <= MAX_RUN and wer(reference, result.text) <= MAX_GAP
 
 
 # Failover timings per fault (seconds after it): written to $SASR_FAILOVER_JSON for the README's table
@@ -207,7 +216,7 @@ def test_sessions_spread_over_both_replicas(cluster, clip):
     assert sorted(counts) == ["w1", "w2"] and sum(counts.values()) == 8 and min(counts.values()) >= 2, counts
     for r in results:
         assert r.final is not None and r.reconnects == 0
-        assert wer(text, r.text) <= MAX_GAP, r.text
+        assert whole(text, r), r.text
 
 
 def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, name: str, uploads_wav: Path | None = None,
@@ -220,17 +229,26 @@ def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, name: str, uploa
     async def run():
         stop = asyncio.Event()
         outcomes: list = []
+        attempts: list = []
 
         async def uploads():
-            async with httpx.AsyncClient(timeout=60) as http:
-                while not stop.is_set():
-                    try:
-                        r = await http.post(f"{c.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
-                                            files={"file": uploads_wav.read_bytes()})
-                        outcomes.append(r.status_code)
-                    except httpx.HTTPError as exc:
-                        outcomes.append(type(exc).__name__)
-                    await asyncio.sleep(1)
+            """With the openai SDK as users have it (its default retries: a request whose connection died
+            with the replica, unanswered, is sent again); each attempt is counted."""
+            async def count(request):
+                attempts.append(request.url.path)
+
+            http = httpx.AsyncClient(timeout=60, event_hooks={"request": [count]})
+            client = openai.AsyncOpenAI(base_url=f"{c.url}/v1", api_key="sk-unused", http_client=http)
+            while not stop.is_set():
+                try:
+                    await client.audio.transcriptions.create(model="whisper-1", file=uploads_wav)
+                    outcomes.append(200)
+                except openai.APIStatusError as exc:
+                    outcomes.append(exc.status_code)
+                except openai.APIConnectionError as exc:
+                    outcomes.append(type(exc).__name__)
+                await asyncio.sleep(1)
+            await http.aclose()
 
         uploader = asyncio.create_task(uploads()) if uploads_wav else None
 
@@ -251,6 +269,7 @@ def fault_during_sessions(c: Cluster, audio: np.ndarray, fault, name: str, uploa
             "dropped_after_s": sorted(round(r.started_at + r.dropped_s[0] - faulted[0], 2) for r in moved),
             "resumed_after_s": sorted(round(r.started_at + r.resumed_s[0] - faulted[0], 2) for r in moved),
             "uploads": outcomes,
+            "upload_attempts": len(attempts),
         }
         return results, counts, outcomes
 
@@ -263,8 +282,7 @@ def check_survivors(results, counts: dict, victim: str, text: str) -> None:
     moved = [r for r in results if r.reconnects]
     assert len(moved) == counts.get(victim, 0), (counts, [r.reconnects for r in results])
     for r in results:
-        assert r.final is not None, (r.close_code, r.texts)
-        assert wer(text, r.text) <= MAX_GAP, (r.reconnects, r.texts)
+        assert whole(text, r), (r.close_code, r.reconnects, r.texts)
 
 
 def test_a_killed_replica_loses_no_transcript(cluster, long_clip, clip, tmp_path):
@@ -285,8 +303,7 @@ def test_a_killed_replica_loses_no_transcript(cluster, long_clip, clip, tmp_path
     results, counts, uploads = fault_during_sessions(cluster, audio, kill, "replica killed (kill -9)", uploads_wav=wav)
     assert counts.get("w1", 0) >= 1, counts
     check_survivors(results, counts, "w1", text)
-    assert uploads and all(isinstance(o, int) for o in uploads), uploads  # answered, if not all 200
-    assert uploads.count(200) >= len(uploads) - 2, uploads
+    assert uploads and uploads == [200] * len(uploads), uploads  # each answered, retried where needed
     wait_replicas(cluster, 2)
     FAILOVER["replica killed (kill -9)"]["replica_back_after_s"] = round(back[0], 1)
     assert cluster.replica_pids(w1) and cluster.replica_pids(w1) != killed
@@ -307,12 +324,12 @@ def test_a_cut_link_and_a_killed_node_lose_no_transcript(cluster, long_clip):
     restart_node(cluster, w1)
 
 
-def restart_node(c: Cluster, node) -> None:
+def restart_node(c: Cluster, node, replicas: int = 2) -> None:
     """A node back as a new machine would come back: its processes gone, `ray start` again."""
     node.kill()
     time.sleep(1)
     c.start_worker(node)
-    wait_replicas(c, 2, timeout_s=180)
+    wait_replicas(c, replicas, timeout_s=180)
 
 
 def test_a_drain_finishes_uploads_and_moves_live_sessions(cluster, server, long_clip, tmp_path):
@@ -342,7 +359,7 @@ def test_a_drain_finishes_uploads_and_moves_live_sessions(cluster, server, long_
     assert [r.status_code for r in uploads] == [200] * 4
     assert [r.json()["text"] for r in uploads] == [long_text] * 4
     for r in live:
-        assert r.final is not None and wer(text, r.text) <= MAX_GAP, (r.reconnects, r.texts)
+        assert whole(text, r), (r.reconnects, r.texts)
     assert new.final is not None and new.reconnects == 0
     wait_replicas(cluster, 1)
     assert sum(bool(pids) for pids in before.values()) == 2
@@ -371,5 +388,37 @@ def test_autoscaling_one_two_one(cluster, long_clip, tmp_path):
     scaled, live = cluster.in_client(run(), timeout=400)
     assert scaled
     for r in live:
-        assert r.final is not None and wer(text, r.text) <= MAX_GAP, (wer(text, r.text), r.text)
+        assert whole(text, r), (r.reconnects, r.texts)
     wait_replicas(cluster, 1, timeout_s=90)
+
+
+def test_a_node_drain_moves_the_replica_and_loses_nothing(cluster, server, long_clip, tmp_path):
+    """`ray drain-node` on the node of the only replica (as a cloud preemption notice does): Serve starts
+    a replica on the other node and stops the drained one; uploads and live sessions in flight complete."""
+    audio, text = long_clip
+    cluster.serve_run(serve_config(tmp_path / "one.yaml", num_replicas=1))
+    wait_replicas(cluster, 1)
+    drained = next(node for node in cluster.workers if cluster.replica_pids(node))
+    other = next(node for node in cluster.workers if node is not drained)
+    wav = tmp_path / "two.wav"
+    sf.write(wav, np.tile(audio, 2), 16000)
+    two_text = uploaded(server, np.tile(audio, 2))
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120) as http:
+            uploads = [asyncio.create_task(http.post(f"{cluster.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
+                                                     files={"file": wav.read_bytes()})) for _ in range(2)]
+            live = [asyncio.create_task(stream_audio(cluster.url, to_pcm16(audio), realtime=True)) for _ in range(2)]
+            await asyncio.sleep(3)
+            await asyncio.to_thread(cluster.drain, drained)
+            async with asyncio.timeout(200):
+                return await asyncio.gather(*uploads), await asyncio.gather(*live)
+
+    uploads, live = cluster.in_client(run(), timeout=400)
+    assert [r.status_code for r in uploads] == [200] * 2
+    assert [r.json()["text"] for r in uploads] == [two_text] * 2
+    for r in live:
+        assert whole(text, r), (r.reconnects, r.texts)
+    wait_replicas(cluster, 1)
+    assert cluster.replica_pids(other) and not cluster.replica_pids(drained)
+    restart_node(cluster, drained, replicas=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -127,6 +128,16 @@ class Cluster:
         """Deploy a Serve config file the standard way (`serve run --non-blocking`), from the head."""
         return self.run(self.head, str(Path(sys.executable).parent / "serve"), "run", "--non-blocking",
                         f"--address={self.head.address}:{RAY_PORT}", str(config), timeout=300)
+
+    def drain(self, node: Node, deadline_s: int = 60) -> None:
+        """`ray drain-node` as a cloud's preemption notice does it (Serve moves the node's replicas)."""
+        query = ("import json, ray; ray.init(address='%s:%d', logging_level='ERROR'); "
+                 "print(json.dumps({n['NodeManagerAddress']: n['NodeID'] for n in ray.nodes() if n['Alive']}))"
+                 % (self.head.address, RAY_PORT))
+        ids = json.loads(self.run(self.head, sys.executable, "-c", query).strip().splitlines()[-1])
+        self.ray(self.head, "drain-node", f"--node-id={ids[node.address]}", f"--address={self.head.address}:{RAY_PORT}",
+                 "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=sasr test",
+                 f"--deadline-remaining-seconds={deadline_s}")
 
     def set_link(self, node: Node, up: bool) -> None:
         """Cut (or restore) a node's only link: its veth end on the switch."""
