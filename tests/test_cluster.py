@@ -139,10 +139,10 @@ def wait_replicas(c: Cluster, n: int, timeout_s: float = 120) -> float:
     cluster's address answers /health; how long that took."""
     started = time.monotonic()
     while time.monotonic() < started + timeout_s:
-        running = [node for node in c.workers if c.replica_pids(node)]
-        if len(running) == n and sum(len(c.replica_pids(node)) for node in c.workers) == n:
-            if len(replica_metric(c, "sasr_live_sessions")) == n and health(c) == 200:
-                return time.monotonic() - started
+        one_each = all(len(c.replica_pids(node)) <= 1 for node in c.workers)
+        running = sum(bool(c.replica_pids(node)) for node in c.workers)
+        if one_each and running == n and len(replica_metric(c, "sasr_live_sessions")) == n and health(c) == 200:
+            return time.monotonic() - started
         time.sleep(1)
     raise AssertionError(f"not {n} healthy replicas after {timeout_s} s:\n{c.logs(tail=15)}")
 
@@ -211,7 +211,7 @@ def test_sessions_spread_over_both_replicas(cluster, clip):
     each gets its whole transcript."""
     audio, text = clip
 
-    gauges = lambda: asyncio.to_thread(replica_metric, cluster, "sasr_live_sessions")  # noqa: E731
+    gauges = lambda: asyncio.to_thread(replica_metric, cluster, "sasr_live_sessions")
     results, counts = cluster.in_client(sessions(cluster.url, audio, 8, during=gauges))
     assert sorted(counts) == ["w1", "w2"] and sum(counts.values()) == 8 and min(counts.values()) >= 2, counts
     for r in results:
@@ -332,34 +332,48 @@ def restart_node(c: Cluster, node, replicas: int = 2) -> None:
     wait_replicas(c, replicas, timeout_s=180)
 
 
+def work_through(c: Cluster, server, clip, action, uploads: int, tile: int, sessions: int, after=None):
+    """Uploads of the clip tiled `tile` times and live sessions of it, and 2 s in, `action()` (in a
+    thread), then `after()` (a coroutine function), if given, whose result is returned. Every upload
+    must answer 200 with the direct server's text, every session must be whole."""
+    audio, text = clip
+    long_audio = np.tile(audio, tile)
+    wav = io.BytesIO()
+    sf.write(wav, long_audio, 16000, format="WAV")
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120) as http:
+            posts = [asyncio.create_task(http.post(f"{c.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
+                                                   files={"file": ("a.wav", wav.getvalue())})) for _ in range(uploads)]
+            live = [asyncio.create_task(stream_audio(c.url, to_pcm16(audio), realtime=True)) for _ in range(sessions)]
+            await asyncio.sleep(2)
+            await asyncio.to_thread(action)
+            extra = await after() if after else None
+            async with asyncio.timeout(200):
+                return await asyncio.gather(*posts), await asyncio.gather(*live), extra
+
+    answers, results, extra = c.in_client(run(), timeout=400)
+    assert [r.status_code for r in answers] == [200] * uploads
+    assert [r.json()["text"] for r in answers] == [uploaded(server, long_audio)] * uploads
+    for r in results:
+        assert whole(text, r), (r.reconnects, r.texts)
+    return extra
+
+
 def test_a_drain_finishes_uploads_and_moves_live_sessions(cluster, server, long_clip, tmp_path):
     """Down to one replica (a graceful stop, as a node drain does): uploads in flight on the stopping
     replica finish; its live sessions complete (on it, within the grace period, or reconnected to the
     other); new work lands on the other meanwhile."""
-    audio, text = long_clip
-    long_wav = tmp_path / "long.wav"
-    sf.write(long_wav, np.tile(audio, 4), 16000)
-    long_text = uploaded(server, np.tile(audio, 4))
+    audio = long_clip[0]
+    before = {node.name: cluster.replica_pids(node) for node in cluster.workers}
     config = serve_config(tmp_path / "one.yaml", num_replicas=1)
 
-    async def run():
-        async with httpx.AsyncClient(timeout=120) as http:
-            uploads = [asyncio.create_task(http.post(f"{cluster.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
-                                                     files={"file": long_wav.read_bytes()})) for _ in range(4)]
-            live = [asyncio.create_task(stream_audio(cluster.url, to_pcm16(audio), realtime=True)) for _ in range(4)]
-            await asyncio.sleep(2)
-            before = {node.name: cluster.replica_pids(node) for node in cluster.workers}
-            await asyncio.to_thread(cluster.serve_run, config)
-            await asyncio.sleep(3)
-            new = await stream_audio(cluster.url, to_pcm16(audio[: 16000 * 5]))  # during the drain
-            async with asyncio.timeout(200):
-                return before, await asyncio.gather(*uploads), await asyncio.gather(*live), new
+    async def new_session():
+        await asyncio.sleep(3)
+        return await stream_audio(cluster.url, to_pcm16(audio[: 16000 * 5]))  # during the drain
 
-    before, uploads, live, new = cluster.in_client(run(), timeout=400)
-    assert [r.status_code for r in uploads] == [200] * 4
-    assert [r.json()["text"] for r in uploads] == [long_text] * 4
-    for r in live:
-        assert whole(text, r), (r.reconnects, r.texts)
+    new = work_through(cluster, server, long_clip, lambda: cluster.serve_run(config), uploads=4, tile=4, sessions=4,
+                       after=new_session)
     assert new.final is not None and new.reconnects == 0
     wait_replicas(cluster, 1)
     assert sum(bool(pids) for pids in before.values()) == 2
@@ -395,30 +409,11 @@ def test_autoscaling_one_two_one(cluster, long_clip, tmp_path):
 def test_a_node_drain_moves_the_replica_and_loses_nothing(cluster, server, long_clip, tmp_path):
     """`ray drain-node` on the node of the only replica (as a cloud preemption notice does): Serve starts
     a replica on the other node and stops the drained one; uploads and live sessions in flight complete."""
-    audio, text = long_clip
     cluster.serve_run(serve_config(tmp_path / "one.yaml", num_replicas=1))
     wait_replicas(cluster, 1)
     drained = next(node for node in cluster.workers if cluster.replica_pids(node))
     other = next(node for node in cluster.workers if node is not drained)
-    wav = tmp_path / "two.wav"
-    sf.write(wav, np.tile(audio, 2), 16000)
-    two_text = uploaded(server, np.tile(audio, 2))
-
-    async def run():
-        async with httpx.AsyncClient(timeout=120) as http:
-            uploads = [asyncio.create_task(http.post(f"{cluster.url}/v1/audio/transcriptions", data={"model": "whisper-1"},
-                                                     files={"file": wav.read_bytes()})) for _ in range(2)]
-            live = [asyncio.create_task(stream_audio(cluster.url, to_pcm16(audio), realtime=True)) for _ in range(2)]
-            await asyncio.sleep(3)
-            await asyncio.to_thread(cluster.drain, drained)
-            async with asyncio.timeout(200):
-                return await asyncio.gather(*uploads), await asyncio.gather(*live)
-
-    uploads, live = cluster.in_client(run(), timeout=400)
-    assert [r.status_code for r in uploads] == [200] * 2
-    assert [r.json()["text"] for r in uploads] == [two_text] * 2
-    for r in live:
-        assert whole(text, r), (r.reconnects, r.texts)
+    work_through(cluster, server, long_clip, lambda: cluster.drain(drained), uploads=2, tile=2, sessions=2)
     wait_replicas(cluster, 1)
     assert cluster.replica_pids(other) and not cluster.replica_pids(drained)
     restart_node(cluster, drained, replicas=1)

@@ -104,7 +104,7 @@ class Cluster:
     def run(self, node: Node, *args: str, timeout: float = 120, env: dict | None = None) -> str:
         """A command inside a node's namespace; its output (RuntimeError with all it printed if it fails)."""
         proc = subprocess.run(["ip", "netns", "exec", node.netns, *args], capture_output=True, text=True,
-                              timeout=timeout, env={**self.env, **(env or {})})
+                              timeout=timeout, env={**self.env, **(env or {})}, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} exited {proc.returncode} on {node.name}:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
@@ -131,9 +131,8 @@ class Cluster:
 
     def drain(self, node: Node, deadline_s: int = 60) -> None:
         """`ray drain-node` as a cloud's preemption notice does it (Serve moves the node's replicas)."""
-        query = ("import json, ray; ray.init(address='%s:%d', logging_level='ERROR'); "
-                 "print(json.dumps({n['NodeManagerAddress']: n['NodeID'] for n in ray.nodes() if n['Alive']}))"
-                 % (self.head.address, RAY_PORT))
+        query = (f"import json, ray; ray.init(address='{self.head.address}:{RAY_PORT}', logging_level='ERROR'); "
+                 "print(json.dumps({n['NodeManagerAddress']: n['NodeID'] for n in ray.nodes() if n['Alive']}))")
         ids = json.loads(self.run(self.head, sys.executable, "-c", query).strip().splitlines()[-1])
         self.ray(self.head, "drain-node", f"--node-id={ids[node.address]}", f"--address={self.head.address}:{RAY_PORT}",
                  "--reason=DRAIN_NODE_REASON_PREEMPTION", "--reason-message=sasr test",
