@@ -53,10 +53,10 @@ test: setup system-deps
 	$(BIN)/python -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 # sasr on a real Ray Serve cluster: a head and two workers, each in its own network namespace, a client
-# in a fourth (needs root; about 5 minutes): tests/test_cluster.py
+# in a fourth (needs root; about 5 minutes): tests/test_cluster.py, and test_deploy.py with Ray installed
 test-cluster: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
-	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests/test_cluster.py tests/test_deploy.py $(PYTEST_ARGS)
 
 # Replicas on Ray Serve behind one address (http://$(HOST):8000), from deploy/ray/serve.yaml: a one-node
 # cluster here (`ray start` on more machines and `serve deploy` for more). HAProxy is the ingress.
