@@ -58,7 +58,7 @@ test-cluster: setup system-deps
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	$(BIN)/python -m pytest -q tests/test_cluster.py tests/test_deploy.py $(PYTEST_ARGS)
 
-# Replicas on Ray Serve behind one address (http://$(HOST):8000), from deploy/ray/serve.yaml: a one-node
+# Replicas on Ray Serve behind one address (port 8000 on every interface), from deploy/ray/serve.yaml: a one-node
 # cluster here (`ray start` on more machines and `serve deploy` for more). HAProxy is the ingress.
 serve-cluster: setup
 	$(BIN)/python -m pip install -q -e '.[ray]'
