@@ -54,13 +54,12 @@ import yaml
 from bench import corpus as bench_corpus
 from bench.http_load import machine
 from sasr.client import STREAM_PATH, stream_audio, to_pcm16
-from tests.support.cluster import Cluster, can_make_namespaces
+from tests.support.cluster import Cluster, can_make_namespaces, serve_config
 from tests.support.server import stop_process
 from tests.support.speech import ALSA_SOUNDS
 
 PATHS = ("direct", "ray-proxy", "haproxy")
 PREFIX = "sasr-b"  # the test suite's clusters use sasr-t
-SERVE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "ray" / "serve.yaml"
 REPLICA_CPUS = 1
 PORT = 8000
 UPLOAD_WAV = ALSA_SOUNDS / "Front_Center.wav"
@@ -216,14 +215,8 @@ async def measure(url: str, args, load: dict) -> dict:
 def bench_config(directory: Path) -> tuple[Path, dict]:
     """deploy/ray/serve.yaml with one replica of REPLICA_CPUS (no autoscaling: every path has one
     server); also the application's args, which the direct server gets as flags."""
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
-    (app,) = config["applications"]
-    (deployment,) = app["deployments"]
-    deployment.pop("autoscaling_config", None)
-    deployment["num_replicas"] = 1
-    deployment["ray_actor_options"] = {"num_cpus": REPLICA_CPUS}
-    path = directory / "serve.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path = serve_config(directory / "serve.yaml", cpus=REPLICA_CPUS, num_replicas=1)
+    (app,) = yaml.safe_load(path.read_text())["applications"]
     return path, app.get("args") or {}
 
 

@@ -24,17 +24,16 @@ import pytest
 import soundfile as sf
 
 from sasr.client import stream_audio, to_pcm16
-from tests.support.cluster import Cluster, can_make_namespaces
+from tests.support.cluster import Cluster, can_make_namespaces, serve_config
 from tests.support.speech import concat, read16k
 from tests.support.wer import longest_runs, wer
 
 pytestmark = pytest.mark.cluster
-yaml = pytest.importorskip("yaml")
+pytest.importorskip("yaml")
 pytest.importorskip("ray", reason="the `ray` extra: make test-cluster installs it")
 if why := can_make_namespaces():
     pytest.skip(why, allow_module_level=True)
 
-SERVE_YAML = Path(__file__).parent.parent / "deploy" / "ray" / "serve.yaml"
 # The default ingress, and failure detection sped up for a test (Ray's defaults take about a minute to
 # call a silent node dead; HAProxy's to mark a replica down, ten seconds).
 ENV = {
@@ -60,17 +59,6 @@ def whole(reference: str, result) -> bool:
 
 # Failover timings per fault (seconds after it): written to $SASR_FAILOVER_JSON for the README's table
 FAILOVER: dict[str, dict] = {}
-
-
-def serve_config(path: Path, **options) -> Path:
-    """deploy/ray/serve.yaml with a replica per worker node (1 CPU) and the given deployment options."""
-    config = yaml.safe_load(SERVE_YAML.read_text())
-    deployment = config["applications"][0]["deployments"][0]
-    deployment["ray_actor_options"]["num_cpus"] = 1
-    deployment.pop("autoscaling_config")
-    deployment.update(options)
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture(scope="module")

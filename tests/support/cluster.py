@@ -27,6 +27,7 @@ SUBNET = "10.77.0"
 CLONE_NEWNET = 0x40000000
 RAY_PORT = 6379
 HTTP_PORT = 8000
+SERVE_YAML = Path(__file__).resolve().parents[2] / "deploy" / "ray" / "serve.yaml"
 DIRECT_INGRESS_PORTS = (30000, 31000)  # Ray Serve's range for replicas' own HTTP listeners (its default)
 
 
@@ -43,6 +44,29 @@ def can_make_namespaces() -> str | None:
     return None
 
 
+def serve_config(path: Path, cpus: int = 1, **options) -> Path:
+    """deploy/ray/serve.yaml written to path with `cpus` per replica, no autoscaling, and the given
+    deployment options (num_replicas, autoscaling_config, ...)."""
+    import yaml  # Ray's dependency: only ever used with Ray installed
+
+    config = yaml.safe_load(SERVE_YAML.read_text())
+    deployment = config["applications"][0]["deployments"][0]
+    deployment["ray_actor_options"] = {"num_cpus": cpus}
+    deployment.pop("autoscaling_config")
+    deployment.update(options)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def kill_netns(netns: str) -> None:
+    """kill -9 every process in a network namespace."""
+    for pid in sh("ip", "netns", "pids", netns, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 class Node:
     def __init__(self, prefix: str, name: str, address: str) -> None:
         self.name, self.address = name, address
@@ -55,11 +79,7 @@ class Node:
 
     def kill(self) -> None:
         """kill -9 everything running in the node: the node dies as a machine would."""
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_netns(self.netns)
 
 
 class Cluster:
@@ -193,11 +213,7 @@ def teardown_stale(prefix: str) -> None:
     for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith(prefix + "-"):
-            for pid in sh("ip", "netns", "pids", name, check=False).stdout.split():
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_netns(name)
             sh("ip", "netns", "del", name, check=False)
 
 

@@ -6,8 +6,9 @@ earlier utterances, whose committed text is forced, with older text as the promp
 mid-speech, and the model hears its context as an upload's 30 s windows would. While an utterance is
 spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
 shown) and, every COMMIT_EVERY points, a commit decode (the whole window, padded as much) that
-commits the words the decode before agreed on, that the model was sure of, and that end GUARD_S
-before the audio it heard (Whisper's last words are its least reliable). When ENDPOINT_S of silence
+commits the words the decode before agreed on, that end GUARD_S before the audio it heard
+(Whisper's last words are its least reliable) and that the model was sure of, or that have settled
+(SETTLE_S more audio after them). When ENDPOINT_S of silence
 ends the utterance, a final decode (encoded as 30 s, as Whisper was trained) commits the rest, with
 Whisper's temperature fallback where it looks like a loop or a guess (the likeliest attempt kept,
 never nothing). A client streaming a file gets finals only: each utterance decoded once, as an
