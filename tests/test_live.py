@@ -15,8 +15,8 @@ import torch
 from sasr.engine import TranscriptionRequest
 from sasr.protocol import TranscriptDelta
 from tests.support.live import replay_stream
-from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, read16k, speak
-from tests.support.wer import normalize, wer
+from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, read16k, speak
+from tests.support.wer import longest_runs, normalize, wer
 
 # Sentences the engine's other tests do not use, read by other voices than theirs.
 EVERYDAY = [
@@ -149,3 +149,33 @@ def test_vad_equals_the_package_model(speech_dir):
     got = np.concatenate([stream.speech_probs(audio[a:b]) for a, b in zip(cuts, cuts[1:])])  # any frame size
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert max(expected) > 0.9 and min(expected) < 0.1
+
+
+@pytest.fixture(scope="module")
+def default_engine(cache_dir):
+    """The engine as `sasr serve` runs it here (int8 encoder and bf16 projection where the CPU has them)."""
+    from sasr.models.whisper.engine import WhisperEngine
+    from sasr.models.whisper.load import load_whisper
+
+    eng = WhisperEngine(load_whisper(None), max_num_seqs=8)
+    yield eng
+    eng.close()
+
+
+async def test_long_utterances_lose_no_words_where_they_are_cut(default_engine, tmp_path, monkeypatch):
+    """A speaker whose pauses (0.4 s) are all shorter than the endpoint (set to 0.8 s here) talks for
+    90 s at the pace of speech: each utterance runs past MAX_WINDOW_S and is cut by forced decodes, and
+    the last one's final hears 12 s after words committed while it was spoken. Found on this file:
+    a cut inside the word after the last one committed dropped that word, a commit decode's closing
+    timestamp seconds past its words (over words it skipped) told the final that audio was heard, and
+    that final then wrote nothing more (15 words lost). No stretch of more than 3 words may be lost or
+    doubled against the upload (the server's default engine: these words were lost with its int8
+    encoder; the fp32 one decodes this file otherwise)."""
+    from sasr.models.whisper import live
+
+    monkeypatch.setattr(live, "ENDPOINT_S", 0.8)
+    audio = concat([read16k(speak(t, tmp_path / f"h{i}.wav")) for i, t in enumerate(HARVARD)], gap_s=0.4)
+    upload = (await default_engine.transcribe(TranscriptionRequest(audio))).text
+    final = (await replay_stream(default_engine, audio, "live"))[-1].text
+    missing, doubled = longest_runs(upload, final)
+    assert missing <= 3 and doubled <= 3, (missing, doubled, final)

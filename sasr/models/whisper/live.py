@@ -63,6 +63,7 @@ SETTLE_S = 1.5  # a word less likely than that is committed too once SETTLE_S of
 # utterance ended (measured, make bench-live-policy: committed-word p95 wait 15.4 -> 5.0 s on real
 # recordings, 6.2 -> 4.9 s on the voices slice; each slice's gap to uploads moved 0.012 at most)
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
+CONTINUE_S = 1.5  # a final whose last word ends this long before its window does goes on from that word
 MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
 HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
 HISTORY_GAP_S = 2.0  # a pause this long drops them
@@ -270,23 +271,47 @@ class StreamingPolicy(LiveBuffer):
         else:
             commit, self.previous = fresh, []
         new_tokens = result.tokens[len(job.forced) :]
-        self.committed = list(job.forced) + new_tokens[: token_cut(self.vocab, new_tokens, len(commit))]
+        cut = token_cut(self.vocab, new_tokens, len(commit))
+        while job.kind != FINAL and cut and new_tokens[cut - 1] >= self.vocab.timestamp_begin:
+            cut -= 1  # a timestamp after the words committed is the decode's guess at where they end, at
+            # times seconds past it, over words it skipped: forced, it would tell later decodes that they were heard
+        self.committed = list(job.forced) + new_tokens[:cut]
         self.num_committed_words += len(commit)
         self.partial = " ".join(w.strip() for w in self.previous)
         offset_s = self.buffer_start / SAMPLE_RATE
         timed = [TimedWord(w.text.strip(), float(offset_s + w.start_s), float(offset_s + w.end_s), pairs)
                  for w, pairs in zip(commit, logprobs)]  # commit is a prefix of fresh
         timed = self._without_echo(timed)
-        if job.kind == FINAL:
+        if job.kind == FINAL and words and 0 < words[-1].end_s < len(job.audio) / SAMPLE_RATE - CONTINUE_S:
+            # the final stopped well before the utterance's end (Whisper ends a window early at times,
+            # or writes nothing after the words it was forced to): go on from its last word, as an
+            # upload seeks on from its last timestamp
+            end = self.buffer_start + job.end
+            self._close_window(round(words[-1].end_s * SAMPLE_RATE))
+            self.retry = self._job(end, FINAL)
+        elif job.kind == FINAL:
             self.history.append((job.end, len(self.committed), self.num_committed_words))
             self._keep_history(HISTORY_S)
         elif job.kind == FORCED:
-            cut_s = commit[-1].end_s if commit else len(job.audio) / SAMPLE_RATE
-            rest = fresh[len(commit) :]
-            if rest:  # halfway into the gap before the next word, so neither is clipped
-                cut_s = (cut_s + max(cut_s, rest[0].start_s)) / 2
-            self._close_window(min(job.end, round(cut_s * SAMPLE_RATE)))
+            self._cut_long(job, commit[-1].end_s if commit else len(job.audio) / SAMPLE_RATE)
         return [w for w in timed if w.text]
+
+    def _cut_long(self, job: LiveJob, last_end_s: float) -> None:
+        """Start a long utterance's window afresh: where the model's last segment in its second half
+        ended (the committed words after it stay forced in the new window), as an upload seeks on from
+        its last timestamp; else right after the last word committed (never halfway into the next word:
+        a window that begins inside a word drops it)."""
+        begin, tokens = self.vocab.timestamp_begin, self.committed
+        ends = [i for i in range(len(tokens) - 1) if tokens[i] >= begin and tokens[i + 1] >= begin
+                and (tokens[i] - begin) * TIMESTAMP_S >= MAX_WINDOW_S / 2]
+        self.history = []
+        if not ends:
+            self._close_window(min(job.end, round(last_end_s * SAMPLE_RATE)))
+            return
+        i = ends[-1]
+        num_words = len(split_word_tokens(self.vocab, tokens[: i + 1], boundary=min(i + 1, len(job.forced))))
+        self._forget((round((tokens[i] - begin) * TIMESTAMP_S * SAMPLE_RATE), i + 1, num_words))
+        self.next_partial = self.buffer_start + self.chunk_samples
 
     def _without_echo(self, words: list[TimedWord]) -> list[TimedWord]:
         """Drop a leading word that repeats the last one sent over the same stretch of audio: a decode
