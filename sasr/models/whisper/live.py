@@ -57,11 +57,13 @@ ENDPOINT_S = 0.5  # silence that ends an utterance
 LEAD_S = 0.3  # audio kept before an utterance's onset
 TAIL_S = 0.3  # silence after an utterance that its final decode hears
 GUARD_S = 0.6  # a commit decode commits only words ending this far before the audio it heard,
-MIN_WORD_PROB = 0.5  # whose every token was at least this likely, and that the decode before agreed on;
+MIN_WORD_PROB = 0.7  # whose every token was at least this likely, and that the decode before agreed on;
 SETTLE_S = 1.5  # a word less likely than that is committed too once SETTLE_S of audio followed it
 # (both decodes agreed with that much more to hear): else one unsure word held every later one until the
 # utterance ended (measured, make bench-live-policy: committed-word p95 wait 15.4 -> 5.0 s on real
-# recordings, 6.2 -> 4.9 s on the voices slice; each slice's gap to uploads moved 0.012 at most)
+# recordings, 6.2 -> 4.9 s on the voices slice; each slice's gap to uploads moved 0.012 at most).
+# MIN_WORD_PROB 0.7 (was 0.5): gaps +0.018/+0.007/+0.052/+0.020 -> +0.018/-0.005/+0.048/+0.017 (short,
+# long, voices, real), waits within 0.1 s; 0.85 measured the same gaps
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 CONTINUE_S = 1.5  # a final whose last word ends this long before its window does goes on from that word
 MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
