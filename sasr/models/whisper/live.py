@@ -11,9 +11,12 @@ commits the words the decode before agreed on, that end GUARD_S before the audio
 (SETTLE_S more audio after them). When ENDPOINT_S of silence
 ends the utterance, a final decode (encoded as 30 s, as Whisper was trained) commits the rest, with
 Whisper's temperature fallback where it looks like a loop or a guess (the likeliest attempt kept,
-never nothing). A client streaming a file gets finals only: each utterance decoded once, as an
-upload would be. An utterance longer than MAX_WINDOW_S is cut after its last committed word, never
-dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py).
+never nothing); a final that stops CONTINUE_S before its window ends goes on from its last word, as an
+upload seeks on. Commit decodes commit words, never their closing timestamp (a guess at where their
+text ends, at times seconds past it). A client streaming a file gets finals only: each utterance
+decoded once, as an upload would be. An utterance longer than MAX_WINDOW_S is cut where the model's
+last segment in its second half ended (or after its last committed word), never dropped. Silence
+costs no decode. Word timings come from the decoder's cross-attention (timing.py).
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
