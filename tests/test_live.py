@@ -162,7 +162,7 @@ def default_engine(cache_dir):
     eng.close()
 
 
-async def test_long_utterances_lose_no_words_where_they_are_cut(default_engine, tmp_path, monkeypatch):
+async def test_long_utterances_lose_no_words_where_they_are_cut(default_engine, speech_dir, monkeypatch):
     """A speaker whose pauses (0.4 s) are all shorter than the endpoint (set to 0.8 s here) talks for
     90 s at the pace of speech: each utterance runs past MAX_WINDOW_S and is cut by forced decodes, and
     the last one's final hears 12 s after words committed while it was spoken. Found on this file:
@@ -174,7 +174,7 @@ async def test_long_utterances_lose_no_words_where_they_are_cut(default_engine, 
     from sasr.models.whisper import live
 
     monkeypatch.setattr(live, "ENDPOINT_S", 0.8)
-    audio = concat([read16k(speak(t, tmp_path / f"h{i}.wav")) for i, t in enumerate(HARVARD)], gap_s=0.4)
+    audio = concat([read16k(speech_dir / f"h{i}.wav") for i in range(len(HARVARD))], gap_s=0.4)
     upload = (await default_engine.transcribe(TranscriptionRequest(audio))).text
     final = (await replay_stream(default_engine, audio, "live"))[-1].text
     missing, doubled = longest_runs(upload, final)

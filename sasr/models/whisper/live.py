@@ -69,7 +69,7 @@ SETTLE_S = 1.5  # a word less likely than that is committed too once SETTLE_S of
 # long, voices, real), waits within 0.1 s; 0.85 measured the same gaps
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 CONTINUE_S = 1.5  # a final whose last word ends this long before its window does goes on from that word
-MAX_WINDOW_S = 20.0  # a longer utterance is cut after its last committed word
+MAX_WINDOW_S = 20.0  # a longer utterance is cut at the model's last segment end (_cut_long)
 HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
 HISTORY_GAP_S = 2.0  # a pause this long drops them
 PAD_S = 5.0  # silence appended to a partial's or a commit decode's window before encoding (cheap: a
