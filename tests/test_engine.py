@@ -69,6 +69,33 @@ async def test_sampling_is_the_same_alone_and_batched(engine, eight_files):
     assert [tokens_of(r) for r in together] == [tokens_of(r) for r in alone]
 
 
+async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, eight_files):
+    """A draft (a live session's last text of the same audio) is checked in the prefill: the tokens
+    are greedy decoding's whatever the draft says, and each one it guessed right is a step saved."""
+    import numpy as np
+
+    from sasr.models.whisper.decode import WindowJob, prefix_for
+
+    prefix, sot = prefix_for(engine.vocab, [], None, engine.max_len)
+    decode = lambda draft: steps_of(engine, engine.run_window(
+        WindowJob(eight_files[5], prefix, sot, 0.0, 0, 200, alignment=True, draft=draft)))
+    plain, plain_steps = await decode([])
+    tokens = plain.tokens
+    assert len(tokens) >= 20 and plain_steps == len(tokens) + 1
+    right, right_steps = await decode(tokens)
+    assert right.tokens == tokens and right_steps == 1  # the end of text sampled in the prefill step too
+    np.testing.assert_allclose(right.logprobs, plain.logprobs, atol=2e-3)
+    assert right.attention.shape == plain.attention.shape
+    np.testing.assert_allclose(right.attention.astype(np.float32), plain.attention.astype(np.float32), atol=2e-2)
+    k = len(tokens) // 2
+    for draft in (tokens[:k] + [tokens[k] + 1] + tokens[k + 1 :],  # wrong from k on
+                  tokens[:k], tokens + tokens[:5], [tokens[1]] + tokens):  # short, too long, wrong at once
+        result, steps = await decode(draft)
+        assert result.tokens == tokens
+        accepted = next((i for i, (a, b) in enumerate(zip(draft, tokens)) if a != b), min(len(draft), len(tokens)))
+        assert steps == len(tokens) + 1 - accepted
+
+
 async def test_cancelled_request_frees_its_slot(engine, eight_files, alone):
     doomed = asyncio.create_task(engine.transcribe(TranscriptionRequest(eight_files[7])))
     other = asyncio.create_task(engine.transcribe(TranscriptionRequest(eight_files[1])))

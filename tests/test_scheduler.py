@@ -79,6 +79,37 @@ def test_length_caps_finish_a_sequence():
     assert s.schedule() is None and not s.has_work()
 
 
+def test_a_draft_is_kept_as_far_as_the_runner_accepted_it():
+    s = Scheduler(max_num_seqs=2, stop_ids=frozenset({EOT}), max_len=50)
+    a = Sequence(prefix=[0, 1], max_new_tokens=10, inputs=AUDIO, sampled=[7], num_forced=1, draft=[20, 21, 22])
+    s.add(a)
+    batch = s.schedule()
+    assert batch.new[0].prefix == [0, 1, 7] and batch.new[0].draft == [20, 21, 22]
+    # the runner's sampling chose 20 and 21, then 30 where the draft said 22
+    s.postprocess(batch, StepOutput(tokens=[30], logprobs=[-0.3], accepted={a.seq_id: [-0.1, -0.2]}))
+    assert a.sampled == [7, 20, 21, 30] and a.logprobs == [-0.1, -0.2, -0.3]
+    assert abs(a.sum_logprob + 0.6) < 1e-9
+    batch = s.schedule()
+    assert [(r.token, r.position) for r in batch.decode] == [(30, 5)]  # goes on after the accepted draft
+
+
+def test_a_draft_stops_before_a_stop_token_and_within_both_caps():
+    s = Scheduler(max_num_seqs=3, stop_ids=frozenset({EOT}), max_len=8)
+    stopped = Sequence(prefix=[0, 1], max_new_tokens=10, inputs=AUDIO, draft=[20, EOT, 21])
+    few_new = Sequence(prefix=[0, 1], max_new_tokens=3, inputs=AUDIO, draft=[20, 21, 22, 23])
+    near_end = Sequence(prefix=[0, 1, 2, 3, 4], max_new_tokens=10, inputs=AUDIO, draft=[20, 21, 22])
+    for x in (stopped, few_new, near_end):
+        s.add(x)
+    batch = s.schedule()
+    # room for the token sampled after the draft: 3 new tokens at most, and position 7 the last of 8
+    assert [n.draft for n in batch.new] == [[20], [20, 21], [20, 21]]
+    accepted = {n.seq_id: [-0.1] * len(n.draft) for n in batch.new}
+    finished = s.postprocess(batch, StepOutput(tokens=[EOT, 5, 5], logprobs=[-0.5] * 3, accepted=accepted))
+    assert finished == [stopped, few_new, near_end]
+    assert stopped.sampled == [20] and few_new.sampled == [20, 21, 5] and near_end.sampled == [20, 21, 5]
+    assert near_end.position == 7
+
+
 def test_abort_frees_the_slot_at_the_next_step():
     s = Scheduler(max_num_seqs=1, stop_ids=frozenset({EOT}), max_len=50)
     a, b = seq(), seq()

@@ -50,6 +50,9 @@ class NewSequence:
     # whose KV is already there (prefix cache hits, not recomputed)
     block_table: list[int] = field(default_factory=list)
     num_cached: int = 0
+    # tokens guessed to follow the prefix (say, the last decode's text of the same audio): a runner may
+    # prefill them too and keep the leading ones its own sampling would have chosen (StepOutput.accepted)
+    draft: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -90,3 +93,6 @@ class StepOutput:
     tokens: list[int]  # sampled token of each row
     logprobs: list[float]  # log-probability of each sampled token under the filtered distribution
     extras: dict[int, Any] = field(default_factory=dict)  # seq_id -> model-specific output of this step
+    # seq_id -> log-probabilities of the leading draft tokens of a new sequence that its sampling chose
+    # (they come before `tokens[row]`); a runner that ignores drafts accepts none
+    accepted: dict[int, list[float]] = field(default_factory=dict)

@@ -114,7 +114,7 @@ class EngineCore:
         started = time.perf_counter()
         output = self.runner.step(batch)
         self.scheduler.postprocess(batch, output)
-        self._record(batch, time.perf_counter() - started)
+        self._record(batch, output, time.perf_counter() - started)
         return True
 
     def _fail_held(self, exc: Exception) -> None:
@@ -127,13 +127,17 @@ class EngineCore:
             with contextlib.suppress(Exception):  # a callback that fails must not stop the others
                 seq.on_finish(seq)
 
-    def _record(self, batch, seconds: float) -> None:
+    def _record(self, batch, output, seconds: float) -> None:
         self.last_batch_size = batch.num_seqs
         m = self.metrics
         m.observe("sasr_engine_step_seconds", seconds, help="Time of one engine step", buckets=STEP_BUCKETS_S)
         m.inc("sasr_engine_steps_total", help="Engine steps")
         m.inc("sasr_engine_tokens_total", batch.num_seqs,
               help="Tokens sampled, one per sequence a step (/steps: batch size)")
+        m.inc("sasr_engine_draft_tokens_total", sum(len(n.draft) for n in batch.new),
+              help="Draft tokens new sequences brought to verify (a live session's last text of its audio)")
+        m.inc("sasr_engine_draft_tokens_accepted_total", sum(map(len, output.accepted.values())),
+              help="Draft tokens the model's own sampling chose: each one a decode step saved")
         self._record_model(batch)
 
     def _record_model(self, batch) -> None:

@@ -47,6 +47,7 @@ class Sequence:
     seq_id: int = field(default_factory=lambda: next(_ids))
     sampled: list[int] = field(default_factory=list)  # starts with any forced tokens (num_forced of them)
     num_forced: int = 0  # tokens after the prefix known in advance (a live session's committed text)
+    draft: list[int] = field(default_factory=list)  # tokens guessed to follow them: verified in the prefill step
     sum_logprob: float = 0.0
     logprobs: list[float] = field(default_factory=list)  # of each sampled token (the end of text too)
     extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
@@ -149,8 +150,15 @@ class Scheduler:
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
             batch.new.append(NewSequence(seq.seq_id, seq.slot, seq.prefix + seq.sampled, seq.sampled, seq.sampling,
-                                         seq.inputs, self._table(seq), seq.num_cached_tokens))
+                                         seq.inputs, self._table(seq), seq.num_cached_tokens, self._draft(seq)))
         return batch if batch.num_seqs else None
+
+    def _draft(self, seq: Sequence) -> list[int]:
+        """The draft tokens the prefill may verify: before any stop token, and leaving room for the
+        token sampled after them within both caps."""
+        room = min(seq.max_new_tokens - (len(seq.sampled) - seq.num_forced) - 1, self.max_len - seq.position - 2)
+        draft = list(itertools.takewhile(lambda t: t not in self.stop_ids, seq.draft))
+        return draft[: max(0, room)]
 
     @staticmethod
     def _table(seq: Sequence) -> list[int]:
@@ -170,6 +178,10 @@ class Scheduler:
                 continue  # aborted while the step ran
             if seq_id in output.extras:
                 seq.extras.append(output.extras[seq_id])
+            accepted = output.accepted.get(seq_id, [])  # verified draft tokens, before this step's token
+            seq.sampled += seq.draft[: len(accepted)]
+            seq.sum_logprob += sum(accepted)
+            seq.logprobs += accepted
             token = output.tokens[row]
             seq.sum_logprob += output.logprobs[row]
             seq.logprobs.append(output.logprobs[row])

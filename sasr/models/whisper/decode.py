@@ -57,6 +57,7 @@ class WindowJob:
     max_new_tokens: int
     num_frames: int = WINDOW_FRAMES  # mel frames to encode; fewer than 3000 for live windows
     forced: list[int] = field(default_factory=list)  # tokens after the prefix, known in advance
+    draft: list[int] = field(default_factory=list)  # tokens likely to follow them (checked, never forced)
     alignment: bool = False  # also return the alignment heads' cross-attention (for word timings)
 
 

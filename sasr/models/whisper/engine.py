@@ -52,7 +52,7 @@ class WhisperEngine(EngineCore):
         alignment = job.alignment and bool(self.align_heads)
         inputs = WhisperInputs(job.audio, job.num_frames, job.sot_index, alignment)
         seq = Sequence(job.prefix, job.max_new_tokens, inputs, SamplingParams(job.temperature, job.seed),
-                       sampled=list(job.forced), num_forced=len(job.forced))
+                       sampled=list(job.forced), num_forced=len(job.forced), draft=list(job.draft))
         await self.run_sequence(seq)
         attention = np.concatenate([x.attention for x in seq.extras]) if alignment else None
         return WindowResult(list(seq.sampled), seq.sum_logprob, seq.extras[0].no_speech_prob, seq.num_forced,

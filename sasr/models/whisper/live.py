@@ -16,7 +16,10 @@ upload seeks on. Commit decodes commit words, never their closing timestamp (a g
 text ends, at times seconds past it). A client streaming a file gets finals only: each utterance
 decoded once, as an upload would be. An utterance longer than MAX_WINDOW_S is cut where the model's
 last segment in its second half ended (or after its last committed word), never dropped. Silence
-costs no decode. Word timings come from the decoder's cross-attention (timing.py).
+costs no decode. Word timings come from the decoder's cross-attention (timing.py). Each decode
+brings the tokens the session's last decode wrote after the committed ones as a draft: the engine
+checks it in the prefill and keeps what its own sampling would have written, so the text is the same
+and every token guessed right is a decode step saved.
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -131,6 +134,8 @@ class StreamingPolicy(LiveBuffer):
     history: list[tuple[int, int, int]] = field(default_factory=list)
     previous: list[str] = field(default_factory=list)  # the last partial's uncommitted words
     partial: str = ""  # the not-yet-stable tail after the committed words
+    guess: list[int] = field(default_factory=list)  # the last decode's tokens after the committed ones
+    # (buffer times): the next decode's draft, checked by the engine in one pass instead of a step a token
     retry: LiveJob | None = None  # a final decode to run again at the next temperature
     attempts: list = field(default_factory=list)  # (result, temperature, compression ratio) of its tries so far
     last_sent: TimedWord | None = None  # the last word committed
@@ -219,10 +224,12 @@ class StreamingPolicy(LiveBuffer):
         pad_s = PAD_S if kind in (PARTIAL, COMMIT) else FINAL_PAD_S
         frames = math.ceil((len(window) // HOP_SAMPLES + pad_s * FRAMES_PER_S) / FRAMES_PER_S) * FRAMES_PER_S
         room = self.max_len - len(prefix) - len(forced) - 1
+        last = self.vocab.timestamp_begin + round(len(window) / SAMPLE_RATE / TIMESTAMP_S)
+        draft = list(itertools.takewhile(lambda t: t <= last, self._rebased(self.guess, skip)))
         return LiveJob(
             audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
             seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room)),
-            num_frames=min(frames, WINDOW_FRAMES), forced=forced, alignment=True,
+            num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=True,
             kind=kind, end=end, fallback=fallback, skip=skip,
         )
 
@@ -254,6 +261,7 @@ class StreamingPolicy(LiveBuffer):
             utterance_words = self.num_committed_words - (self.history[-1][2] if self.history else 0)
             self.previous = [w.text for w in words[utterance_words:]]
             self.partial = " ".join(w.strip() for w in self.previous)
+            self.guess = self._rebased(result.tokens[len(job.forced) :], -job.skip)
             return []
         fresh = words[self.num_committed_words :]
         logprobs = self._token_logprobs(job, result, fresh)
@@ -281,6 +289,7 @@ class StreamingPolicy(LiveBuffer):
             cut -= 1  # a timestamp after the words committed is the decode's guess at where they end, at
             # times seconds past it, over words it skipped: forced, it would tell later decodes that they were heard
         self.committed = list(job.forced) + new_tokens[:cut]
+        self.guess = new_tokens[cut:] if job.kind == COMMIT else []
         self.num_committed_words += len(commit)
         self.partial = " ".join(w.strip() for w in self.previous)
         offset_s = self.buffer_start / SAMPLE_RATE
@@ -360,13 +369,14 @@ class StreamingPolicy(LiveBuffer):
         end, num_tokens, num_words = upto
         self.context += self.committed[:num_tokens]
         self.committed = self._rebased(self.committed[num_tokens:], end)
+        self.guess = self._rebased(self.guess, end)
         self.num_committed_words -= num_words
         self._cut(end)
 
     def _close_window(self, end: int) -> None:
         """Everything committed up to buffer sample `end` becomes the prompt; the buffer starts there."""
         self.context += self.committed
-        self.committed, self.num_committed_words, self.history = [], 0, []
+        self.committed, self.num_committed_words, self.history, self.guess = [], 0, [], []
         self._cut(end)
         if self.tracker.in_speech:  # a forced cut inside an utterance: partials go on from here
             self.next_partial = self.buffer_start + self.chunk_samples

@@ -4,6 +4,11 @@ It owns everything that is preallocated: the KV arena (one slot per sequence the
 staging buffers for each step's inputs (pinned on CUDA: tokens, positions, prompts, audio), and on
 CUDA one captured decode graph per (batch size, self-attention length, audio length) bucket, so a
 replay attends over what the batch holds rather than 448 positions and 30 s of audio every time.
+
+A new sequence's draft (NewSequence.draft) is prefilled with its prefix; the logit filters and the
+sampler then run at every draft position as if the tokens before it had been sampled, and the draft is
+kept up to the first token they would not have chosen (StepOutput.accepted): the same tokens as
+without it, in one step instead of one a token.
 """
 
 from __future__ import annotations
@@ -152,29 +157,31 @@ class ModelRunner:
     # -- new sequences: encode and prefill -------------------------------------------------------
 
     def prefill(self, new: list[NewSequence], first_slot: int, align: bool):
-        """Encode the new windows into their slots, prefill their prefixes. Returns logits [N, V],
-        P(no speech) [N] and, if asked, the alignment weights [N, A, width, audio frames]."""
+        """Encode the new windows into their slots, prefill their prefixes and drafts. Returns logits
+        [sum(len(draft) + 1), V] (per sequence: the queries predicting its first token and each draft
+        token's successor), P(no speech) of each and, if asked, the alignment weights [N, A, width, audio frames]."""
         inputs: list[WhisperInputs] = [seq.inputs for seq in new]
         for num_frames in sorted({x.num_frames for x in inputs}):  # one encoder pass per window size
             group = [i for i, x in enumerate(inputs) if x.num_frames == num_frames]
             self._encode([inputs[i] for i in group], [first_slot + i for i in group], num_frames)
         cache = self.arena.rows(first_slot, first_slot + len(new))
-        lengths = [len(seq.prefix) for seq in new]
-        width = max(lengths)
-        for i, seq in enumerate(new):
-            self.np_prompts[i, : lengths[i]] = seq.prefix
-            self.np_prompts[i, lengths[i] : width] = 0
+        known = [seq.prefix + seq.draft for seq in new]
+        width = max(map(len, known))
+        for i, tokens in enumerate(known):
+            self.np_prompts[i, : len(tokens)] = tokens
+            self.np_prompts[i, len(tokens) : width] = 0
         tokens = self.host_prompts[: len(new), :width].to(self.device, non_blocking=True)
         positions = torch.arange(width, device=self.device).expand(len(new), width)
         slots = range(first_slot, first_slot + len(new))
         hidden, weights = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots),
                                             self.align_heads if align else None)  # [N, width, D]
-        rows = torch.arange(len(new), device=self.device)
-        sot = torch.tensor([x.sot_index for x in inputs], device=self.device)
-        last = torch.tensor(lengths, device=self.device) - 1
-        logits = self.model.logits(torch.cat([hidden[rows, last], hidden[rows, sot]]))  # [2N, V]
-        no_speech = torch.softmax(logits[len(new):], -1)[:, self.vocab.no_speech]
-        return logits[: len(new)], no_speech, weights
+        rows = [i for i, seq in enumerate(new) for _ in range(len(seq.draft) + 1)]
+        queries = [len(seq.prefix) - 1 + j for seq in new for j in range(len(seq.draft) + 1)]
+        sot = [x.sot_index for x in inputs]
+        index = lambda values: torch.tensor(values, device=self.device)
+        logits = self.model.logits(hidden[index(rows + list(range(len(new)))), index(queries + sot)])
+        no_speech = torch.softmax(logits[len(rows):], -1)[:, self.vocab.no_speech]
+        return logits[: len(rows)], no_speech.tolist(), weights
 
     def _encode(self, inputs: list[WhisperInputs], slots: list[int], num_frames: int) -> None:
         """Encode windows of the same size into their slots' cross-attention K/V."""
@@ -203,32 +210,43 @@ class ModelRunner:
         for src, dst in batch.moves:
             self.arena.copy_row(src, dst)
             self.cross_lens[dst] = self.cross_lens[src]
-        parts, extras = [], {}
+        parts, extras, weights = [], {}, None
         aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]
         if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
             want = aligned(batch.decode)
-            logits, weights = self.decode(batch.decode, align=bool(want))
+            logits, step_weights = self.decode(batch.decode, align=bool(want))
             parts.append(logits)
             for i in want:
-                attention = weights[i, :, :, : self.cross_lens[i]].transpose(0, 1)  # [1, A, F]
+                attention = step_weights[i, :, :, : self.cross_lens[i]].transpose(0, 1)  # [1, A, F]
                 extras[batch.decode[i].seq_id] = WhisperExtras(attention=attention.half().cpu().numpy())
+        no_speech: list[float] = []
         if batch.new:
-            first = len(batch.decode)
-            want = aligned(batch.new)
-            logits, no_speech, weights = self.prefill(batch.new, first, align=bool(want))
+            logits, no_speech, weights = self.prefill(batch.new, len(batch.decode), align=bool(aligned(batch.new)))
             parts.append(logits)
-            for i, (seq, p) in enumerate(zip(batch.new, no_speech.tolist())):
-                attention = None
-                if i in want:
-                    # from the query that predicts the first token after the start sequence (the
-                    # <|sot|> of English-only models; <|transcribe|> of multilingual ones)
-                    queries = slice(len(seq.prefix) - len(seq.sampled) - 1, len(seq.prefix))
-                    attention = weights[i, :, queries, : self.cross_lens[first + i]].transpose(0, 1)
-                    attention = attention.half().cpu().numpy()  # [queries, A, F]
-                extras[seq.seq_id] = WhisperExtras(no_speech_prob=p, attention=attention)
+        # one row per decode row, and per new sequence one for each token it may sample here: its
+        # first, and after each draft token (as if the draft before it had been sampled)
+        histories = [r.sampled for r in batch.decode] + [s.sampled + s.draft[:j] for s in batch.new
+                                                          for j in range(len(s.draft) + 1)]
+        params = [r.sampling for r in batch.decode] + [s.sampling for s in batch.new for _ in range(len(s.draft) + 1)]
         logits = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
-        rows = [*batch.decode, *batch.new]
-        history = History.of([r.sampled for r in rows], self.vocab.timestamp_begin, self.device)
-        tokens, logprobs = sample(logits, self.filters, history, [r.sampling for r in rows],
-                                  [len(r.sampled) for r in rows])
-        return StepOutput(tokens=tokens, logprobs=logprobs, extras=extras)
+        history = History.of(histories, self.vocab.timestamp_begin, self.device)
+        tokens, logprobs = sample(logits, self.filters, history, params, [len(h) for h in histories])
+        out_tokens, out_logprobs = tokens[: len(batch.decode)], logprobs[: len(batch.decode)]
+        row, accepted = len(batch.decode), {}
+        for i, (seq, p) in enumerate(zip(batch.new, no_speech)):
+            n = 0  # draft tokens its own sampling chose: the draft is kept up to the first it did not
+            while n < len(seq.draft) and tokens[row + n] == seq.draft[n]:
+                n += 1
+            out_tokens.append(tokens[row + n])
+            out_logprobs.append(logprobs[row + n])
+            accepted[seq.seq_id] = logprobs[row : row + n]
+            row += len(seq.draft) + 1
+            attention = None
+            if seq.inputs.alignment:
+                # from the query that predicts the first token after the start sequence (the
+                # <|sot|> of English-only models; <|transcribe|> of multilingual ones) to the last accepted
+                queries = slice(len(seq.prefix) - len(seq.sampled) - 1, len(seq.prefix) + n)
+                attention = weights[i, :, queries, : self.cross_lens[len(batch.decode) + i]].transpose(0, 1)
+                attention = attention.half().cpu().numpy()  # [queries, A, F]
+            extras[seq.seq_id] = WhisperExtras(no_speech_prob=p, attention=attention)
+        return StepOutput(tokens=out_tokens, logprobs=out_logprobs, extras=extras, accepted=accepted)
