@@ -90,6 +90,27 @@ async def test_alone_equals_batched(engine, slices):
     assert await finals(engine, items, "live") == alone
 
 
+async def test_a_live_decode_writes_no_more_tokens_than_its_audio_can_hold(engine, slices, monkeypatch):
+    """A decode that loops stops at MAX_TOKENS_PER_S a second of its window (+10), not at 224 tokens:
+    on the bench corpus 4 partials of 199 ran to 224 and wrote a third of all partial tokens."""
+    from sasr.models.whisper import live
+
+    decodes = []
+    run_window = engine.run_window
+
+    async def recorded(job):
+        result = await run_window(job)
+        decodes.append((job, len(result.tokens) - len(job.forced)))
+        return result
+
+    monkeypatch.setattr(engine, "run_window", recorded)
+    await finals(engine, slices["short"][:3] + slices["real"], "live")
+    assert {job.kind for job, _ in decodes} >= {live.PARTIAL, live.COMMIT, live.FINAL}
+    for job, written in decodes:
+        cap = live.MAX_TOKENS_PER_S * len(job.audio) / 16000 + 11
+        assert written <= job.max_new_tokens <= cap, (job.kind, written, job.max_new_tokens, len(job.audio))
+
+
 async def test_word_timings_are_where_the_words_were_spoken(engine, tmp_path):
     audio = passage(tmp_path, HARVARD[:3], "en-us", 160, seed=3)
     events = await replay_stream(engine, audio, "live")

@@ -79,6 +79,9 @@ PAD_S = 5.0  # silence appended to a partial's or a commit decode's window befor
 # commit decode's last words are never committed, and measured on the bench corpus its 30 s encoding
 # bought no accuracy for 20% more compute)
 FINAL_PAD_S = 30.0  # finals commit everything: encoded as 30 s, as Whisper was trained (short pads hallucinated)
+MAX_TOKENS_PER_S = 10  # a decode may write at most this many tokens a second of its window, plus 10: the
+# bench corpus's fastest decodes wrote 8 a second (timestamps included); a loop ran on to the 224-token
+# cap, a partial taking a slot for 224 steps (4 partials of 199 wrote a third of all partial tokens)
 PROMPT_TOKENS = 223  # committed tokens before the window passed as the prompt: as uploads (half the context)
 PARTIAL, COMMIT, FINAL, FORCED = "partial", "commit", "final", "forced"
 
@@ -224,11 +227,12 @@ class StreamingPolicy(LiveBuffer):
         pad_s = PAD_S if kind in (PARTIAL, COMMIT) else FINAL_PAD_S
         frames = math.ceil((len(window) // HOP_SAMPLES + pad_s * FRAMES_PER_S) / FRAMES_PER_S) * FRAMES_PER_S
         room = self.max_len - len(prefix) - len(forced) - 1
+        cap = math.ceil(MAX_TOKENS_PER_S * len(window) / SAMPLE_RATE) + 10
         last = self.vocab.timestamp_begin + round(len(window) / SAMPLE_RATE / TIMESTAMP_S)
         draft = list(itertools.takewhile(lambda t: t <= last, self._rebased(self.guess, skip)))
         return LiveJob(
             audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
-            seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room)),
+            seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room, cap)),
             num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=True,
             kind=kind, end=end, fallback=fallback, skip=skip,
         )
