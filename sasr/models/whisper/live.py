@@ -12,8 +12,10 @@ commits the words the decode before agreed on, that end GUARD_S before the audio
 ends the utterance, a final decode (encoded as 30 s, as Whisper was trained) commits the rest, with
 Whisper's temperature fallback where it looks like a loop or a guess (the likeliest attempt kept,
 never nothing; a commit decode that looks so commits nothing, untried again); a final that stops
-CONTINUE_S before its window ends goes on from its last word, as an upload seeks on. Commit decodes commit words, never their closing timestamp (a guess at where their
-text ends, at times seconds past it). A client streaming a file gets finals only: each utterance
+CONTINUE_S before its window ends goes on from its last word, as an upload seeks on. Commit decodes
+commit words, never their closing timestamp (a guess at where their text ends, at times seconds past
+it). Each decode writes at most MAX_TOKENS_PER_S tokens a second of its window (a loop stops there).
+A client streaming a file gets finals only: each utterance
 decoded once, as an upload would be. An utterance longer than MAX_WINDOW_S is cut where the model's
 last segment in its second half ended (or after its last committed word), never dropped. Silence
 costs no decode. Word timings come from the decoder's cross-attention (timing.py). Each decode
