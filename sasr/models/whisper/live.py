@@ -15,10 +15,9 @@ never nothing; a commit decode that looks so commits nothing, untried again); a 
 CONTINUE_S before its window ends goes on from its last word, as an upload seeks on. Commit decodes
 commit words, never their closing timestamp (a guess at where their text ends, at times seconds past
 it). Each decode writes at most MAX_TOKENS_PER_S tokens a second of its window (a loop stops there).
-A client streaming a file gets finals only: each utterance
-decoded once, as an upload would be. An utterance longer than MAX_WINDOW_S is cut where the model's
-last segment in its second half ended (or after its last committed word), never dropped. Silence
-costs no decode. Word timings come from the decoder's cross-attention (timing.py). Each decode
+A client streaming a file gets finals only: each utterance decoded once, as an upload would be. An
+utterance longer than MAX_WINDOW_S is cut where the model's last segment in its second half ended (or
+after its last committed word), never dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py). Each decode
 brings the tokens the session's last decode wrote after the committed ones as a draft: the engine
 checks it in the prefill and keeps what its own sampling would have written, so the text is the same
 and every token guessed right is a decode step saved.

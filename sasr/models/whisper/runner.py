@@ -210,7 +210,7 @@ class ModelRunner:
         for src, dst in batch.moves:
             self.arena.copy_row(src, dst)
             self.cross_lens[dst] = self.cross_lens[src]
-        parts, extras, weights = [], {}, None
+        parts, extras = [], {}
         aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]
         if batch.decode:  # before prefill: graph padding rows may touch the new sequences' slots
             want = aligned(batch.decode)
