@@ -200,3 +200,55 @@ async def test_long_utterances_lose_no_words_where_they_are_cut(default_engine, 
     final = (await replay_stream(default_engine, audio, "live"))[-1].text
     missing, doubled = longest_runs(upload, final)
     assert missing <= 3 and doubled <= 3, (missing, doubled, final)
+
+
+async def test_a_commit_sent_while_a_clear_waits_is_not_lost(engine, speech_dir):
+    """A clear comes while the VAD still looks at the audio it clears, and new audio and a commit come
+    before the VAD answers (a quick client on a busy server; the VAD's one thread is held busy here to
+    make that order certain): the commit's turn closes with the new audio's words only. The session
+    once lost the clear's place, never reached the commit and looped without yielding: the whole
+    server hung. A SIGALRM ends the test should the loop spin again."""
+    import signal
+    import time
+
+    from sasr.live.session import Listener, Session
+
+    class Turns(Listener):
+        def __init__(self) -> None:
+            self.said, self.closed, self.clears = [], asyncio.Event(), 0
+
+        async def words(self, words, audio_ms) -> None:
+            self.said += [w.text for w in words]
+
+        async def turn_closed(self, duration_ms) -> None:
+            self.closed.set()
+
+        async def cleared(self) -> None:
+            self.clears += 1
+
+    def pcm16(audio) -> bytes:
+        return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+
+    def spun(*_):
+        raise TimeoutError("the session loop never yielded")
+
+    listener = Turns()
+    session = Session(engine, listener, "pcm16_16k_mono", language="en")
+    held = engine.vad_thread.submit(time.sleep, 1.0)
+    previous = signal.signal(signal.SIGALRM, spun)
+    signal.alarm(90)
+    try:
+        session.feed(pcm16(read16k(speech_dir / "h0.wav")))
+        await asyncio.sleep(0.2)  # the session has sent that audio to the (busy) VAD
+        assert not held.done()
+        session.clear()
+        session.feed(pcm16(read16k(speech_dir / "h5.wav")))
+        session.commit()
+        await asyncio.wait_for(listener.closed.wait(), 60)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        session.cancel()
+    assert listener.clears == 1
+    assert wer(HARVARD[5], " ".join(listener.said)) < 0.5, listener.said  # h5's words, none of h0's
+    assert not set(normalize(" ".join(listener.said))) & {"birch", "canoe", "slid", "planks"}, listener.said

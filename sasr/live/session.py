@@ -26,6 +26,7 @@ from sasr.live.turns import TurnDetection, Turns
 LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech
 PROGRESS_S = 0.5  # with partials, silence is acknowledged (an event) at least this often
 MAX_FINAL_DECODES = 64  # a turn's (or the session's) last audio never takes more decodes than this
+COMMIT, CLEAR = "commit", "clear"  # the client's marks in its audio
 
 
 class Listener:
@@ -79,10 +80,10 @@ class Session:
         self.audio_arrived = asyncio.Event()
         self.progress = asyncio.Event()  # set after each pass: room for more audio
         self.ending = False
-        self.commits: deque[int] = deque()  # session samples where the client committed, not yet closed
+        # (COMMIT | CLEAR, session sample) marks not yet acted on, in the order the client sent them
+        self.marks: deque[tuple[str, int]] = deque()
         self.committed_until = 0  # session audio up to here belongs to closed turns, or to ones closing
         self.generation = 0  # bumped when cleared audio is dropped: work started on it before is void
-        self.cleared_at: int | None = None  # session sample where the audio after a clear() begins
         self.started: float | None = None  # when the first audio came (the clock a file sender outruns)
         self.from_file = False  # the client has sent audio faster than speech: backpressure, finals only
         self._restart(0)
@@ -166,16 +167,18 @@ class Session:
         """Close the current turn at the audio received so far (the client's commit)."""
         self.set_format(self.audio_format)
         self.committed_until = self.num_received
-        self.commits.append(self.num_received)
+        self.marks.append((COMMIT, self.num_received))
         self.audio_arrived.set()
 
     def clear(self) -> None:
         """Drop the audio received since the last commit (the client's clear). Turns the client (or the
-        VAD) committed before are closed first, with their words; the audio after is dropped then."""
-        self.cleared_at = self.committed_until = self.num_received
-        self.audio_arrived.set()
-        if not self.commits and self.closing is None:
+        VAD) committed before are closed first, with their words; the audio after is dropped then, and
+        commits sent after the clear close turns of the audio after it."""
+        self.committed_until = self.num_received
+        if not self.marks and self.closing is None:
             self.generation += 1  # decodes in flight hear only cleared audio
+        self.marks.append((CLEAR, self.num_received))
+        self.audio_arrived.set()
 
     async def finish(self) -> None:
         """No more audio: decode what is left and commit everything (session.text is the transcript)."""
@@ -190,7 +193,8 @@ class Session:
     async def _run(self) -> None:
         num_final = 0  # decodes of the turn (or the session's end) being closed
         while True:
-            if self.cleared_at is not None and not self.commits and self.closing is None:
+            await asyncio.sleep(0)  # a pass with nothing to wait for must not starve every other session
+            while self.marks and self.marks[0][0] == CLEAR and self.closing is None:
                 await self._drop_cleared()
             generation = self.generation
             await self._ingest()
@@ -215,7 +219,7 @@ class Session:
                 if last:
                     return
                 self.progress.set()
-                idle = not (self.incoming or self.heard or self.commits or self.cleared_at is not None)
+                idle = not (self.incoming or self.heard or self.marks)
                 if idle and not self.ending:
                     self.audio_arrived.clear()
                     await self.audio_arrived.wait()
@@ -232,9 +236,12 @@ class Session:
                 return  # cleared meanwhile
             self.heard.append((samples, probs))
         while self.closing is None:
-            commit_at = self.commits[0] - self.base if self.commits else None
+            kind, at = self.marks[0] if self.marks else (None, 0)
+            if kind == CLEAR:
+                return  # the audio before it is dropped first
+            commit_at = at - self.base if kind == COMMIT else None
             if commit_at is not None and self.num_fed >= commit_at:
-                self.commits.popleft()
+                self.marks.popleft()
                 await self._close_turn(self.num_fed, detected=False)
                 return
             if not self.heard:
@@ -292,13 +299,13 @@ class Session:
     async def _drop_cleared(self) -> None:
         """Start afresh at the clear: what was received before it and not committed is gone, what came
         after it is kept for the new policy (nothing after it was ever given to the old one)."""
-        keep = self.num_received - self.cleared_at
+        _, cleared_at = self.marks.popleft()
+        keep = self.num_received - cleared_at
         held = [samples for samples, _ in self.heard] + self.incoming
         rest = np.concatenate(held) if held else np.zeros(0, np.float32)
         tail = rest[max(0, len(rest) - keep):] if keep else rest[:0]
-        self._restart(self.cleared_at)
+        self._restart(cleared_at)
         self.incoming, self.num_incoming = ([tail] if len(tail) else []), len(tail)
-        self.cleared_at = None
         self.generation += 1
         await self.listener.cleared()
 
