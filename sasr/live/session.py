@@ -203,7 +203,7 @@ class Session:
             last = self.ending and not self.incoming and not self.heard
             final = last or self.closing is not None
             self.policy.files = self.from_file
-            behind = not self.from_file and self.unprocessed_s >= 2 * self.chunk_s
+            behind = not self.from_file and self.unprocessed_s >= self.chunk_s
             job = self.policy.next_job(final=final, catch_up=behind)
             if job is not None and (not final or num_final < MAX_FINAL_DECODES):
                 num_final += final

@@ -145,7 +145,7 @@ class StreamingPolicy(LiveBuffer):
     last_sent: TimedWord | None = None  # the last word committed
     tracker: SpeechTracker = field(default_factory=lambda: SpeechTracker(ENDPOINT_S))
     next_partial: int = 0  # session sample of the next decode point (while in speech)
-    num_points: int = 0  # decode points of the current utterance so far
+    num_points: int = 0  # decode points of the current utterance since its last commit decode
 
     @property
     def heard_samples(self) -> int:
@@ -181,12 +181,14 @@ class StreamingPolicy(LiveBuffer):
             elif position >= self.next_partial > 0:
                 self.next_partial += self.chunk_samples
                 self.num_points += 1
-                behind = catch_up and len(self.speech_probs) * VAD_FRAME_SAMPLES >= 2 * self.chunk_samples
+                behind = catch_up and len(self.speech_probs) * VAD_FRAME_SAMPLES >= self.chunk_samples
                 too_long = position - self.buffer_start >= MAX_WINDOW_S * SAMPLE_RATE
                 if too_long:
                     return self._job(position, FORCED)
-                if not self.files and not behind:
-                    return self._job(position, COMMIT if self.num_points % COMMIT_EVERY == 0 else PARTIAL)
+                if not self.files and not behind:  # behind: the next point's audio is here, decode that
+                    kind = COMMIT if self.num_points >= COMMIT_EVERY else PARTIAL
+                    self.num_points = 0 if kind == COMMIT else self.num_points
+                    return self._job(position, kind)
             elif self.tracker.in_speech and self.next_partial == 0:  # the utterance's first frame
                 self.next_partial, self.num_points = self.tracker.start + self.chunk_samples, 0
         if final and self.tracker.in_speech:
