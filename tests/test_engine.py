@@ -96,6 +96,26 @@ async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, e
         assert steps == len(tokens) + 1 - accepted
 
 
+async def test_windows_encoded_ahead_decode_as_those_the_prefill_encodes(engine, eight_files, monkeypatch):
+    """On the CPU the engine encodes new windows on its encoder thread while steps run; the same
+    windows encoded in the prefill step give the same tokens, logprobs and alignment."""
+    import numpy as np
+
+    from sasr.models.whisper.decode import WindowJob, prefix_for
+
+    assert engine.runner.encodes_ahead and engine.encoder_thread.is_alive()
+    prefix, sot = prefix_for(engine.vocab, [], None, engine.max_len)
+    jobs = lambda: [WindowJob(audio, prefix, sot, 0.0, 0, 100, num_frames=frames, alignment=True)
+                    for audio, frames in zip(eight_files[:4], (3000, 3000, 1000, 600))]
+    ahead = await asyncio.gather(*(engine.run_window(job) for job in jobs()))
+    monkeypatch.setattr(engine, "to_encode", None)  # the prefill encodes them
+    in_step = await asyncio.gather(*(engine.run_window(job) for job in jobs()))
+    for a, b in zip(ahead, in_step):
+        assert a.tokens == b.tokens and len(a.tokens) >= 5
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        np.testing.assert_allclose(a.attention.astype(np.float32), b.attention.astype(np.float32), atol=1e-2)
+
+
 async def test_cancelled_request_frees_its_slot(engine, eight_files, alone):
     doomed = asyncio.create_task(engine.transcribe(TranscriptionRequest(eight_files[7])))
     other = asyncio.create_task(engine.transcribe(TranscriptionRequest(eight_files[1])))

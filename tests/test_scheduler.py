@@ -47,6 +47,22 @@ def test_admits_up_to_slots_then_queues():
     assert not batch.new  # no free slot for c yet
 
 
+def test_a_sequence_waits_until_its_inputs_are_ready():
+    """A sequence whose inputs the engine is still encoding waits; ready ones behind it go first."""
+    s = Scheduler(max_num_seqs=4, stop_ids=frozenset({EOT}), max_len=50)
+    a, b = seq(), seq()
+    a.ready = False
+    s.add(a)
+    assert s.schedule() is None and s.has_work()
+    s.add(b)
+    batch = s.schedule()
+    assert [n.seq_id for n in batch.new] == [b.seq_id] and a.status is Status.WAITING
+    s.postprocess(batch, output(batch, [5]))
+    a.ready = True
+    batch = s.schedule()
+    assert [n.seq_id for n in batch.new] == [a.seq_id] and [r.seq_id for r in batch.decode] == [b.seq_id]
+
+
 def test_sequences_leave_and_join_between_steps_with_compaction():
     s = Scheduler(max_num_seqs=3, stop_ids=frozenset({EOT}), max_len=50)
     a, b, c, d = seq(), seq(), seq(), seq()

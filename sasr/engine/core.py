@@ -53,6 +53,13 @@ class EngineCore:
         self.vad_thread = ThreadPoolExecutor(1, thread_name_prefix="sasr-vad")
         self.thread = threading.Thread(target=self._loop, name="sasr-engine", daemon=True)
         self.thread.start()
+        # runners that encode ahead (runner.encode): new sequences' inputs, encoded while steps run
+        self.to_encode: queue.SimpleQueue | None = None
+        self.encoder_thread: threading.Thread | None = None
+        if getattr(runner, "encodes_ahead", False):
+            self.to_encode = queue.SimpleQueue()
+            self.encoder_thread = threading.Thread(target=self._encode_loop, name="sasr-encoder", daemon=True)
+            self.encoder_thread.start()
 
     # -- engine thread ---------------------------------------------------------------------------
 
@@ -113,9 +120,27 @@ class EngineCore:
             raise RuntimeError("injected fault (test hook)")
         started = time.perf_counter()
         output = self.runner.step(batch)
+        self._record(batch, output, time.perf_counter() - started)  # before postprocess tells anyone it is done
         self.scheduler.postprocess(batch, output)
-        self._record(batch, output, time.perf_counter() - started)
         return True
+
+    def _encode_loop(self) -> None:
+        """Encode what new sequences bring, all that is waiting in one call, while the engine thread
+        steps; each becomes ready for its prefill. Should encoding fail, the prefill encodes them."""
+        torch.set_grad_enabled(False)
+        while not self.stopping:
+            seqs = [self.to_encode.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    seqs.append(self.to_encode.get_nowait())
+            seqs = [s for s in seqs if s is not None and s.status is Status.WAITING]
+            try:
+                self.runner.encode([s.inputs for s in seqs])
+            except Exception:
+                log.exception("encoding ahead failed: the prefill encodes these windows")
+            for seq in seqs:
+                seq.ready = True
+            self.wake.set()
 
     def _fail_held(self, exc: Exception) -> None:
         """Fail every sequence the scheduler holds: after a fault, its state of any of them may be wrong.
@@ -156,6 +181,9 @@ class EngineCore:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         seq.on_finish = lambda s: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(s))
+        if self.to_encode is not None:
+            seq.ready = False
+            self.to_encode.put(seq)
         self._submit("add", seq)
         try:
             await done
@@ -205,5 +233,8 @@ class EngineCore:
     def close(self) -> None:
         self.stopping = True
         self.wake.set()
+        if self.encoder_thread is not None:
+            self.to_encode.put(None)
+            self.encoder_thread.join(timeout=10)
         self.thread.join(timeout=10)
         self.vad_thread.shutdown(wait=False)

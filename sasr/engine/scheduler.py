@@ -53,6 +53,7 @@ class Sequence:
     extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
     slot: int = -1
     status: Status = Status.WAITING
+    ready: bool = True  # its inputs are prepared (False while the engine's encoder thread works on them)
     error: BaseException | None = None  # set when a runner fault aborted it
     # decoder-only models: prefix-cache keys of the prompt (token ids; audio digests for audio
     # placeholders), and once admitted its blocks
@@ -137,16 +138,15 @@ class Scheduler:
         batch = Batch(moves=moves)
         batch.decode = [DecodeRow(s.seq_id, s.sampled[-1], s.position, s.sampled, s.sampling, s.inputs, self._table(s))
                         for s in self.running]
-        num_new = min(self.max_num_seqs - len(self.running), self.max_new_per_step, len(self.waiting))
-        for _ in range(num_new):
-            seq = self.waiting[0]
+        ready = [s for s in self.waiting if s.ready]
+        for seq in ready[: min(self.max_num_seqs - len(self.running), self.max_new_per_step)]:
             if self.blocks is not None:
                 # blocks for every position it may fill are reserved now, so it never waits mid-decode
                 if not self.blocks.can_allocate(self._num_positions(seq)):
                     break
                 seq.allocation = self.blocks.allocate(seq.hash_keys, self._num_positions(seq))
                 seq.num_cached_tokens = seq.allocation.num_cached_tokens
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
             batch.new.append(NewSequence(seq.seq_id, seq.slot, seq.prefix + seq.sampled, seq.sampled, seq.sampling,

@@ -41,6 +41,7 @@ class WhisperInputs:
     num_frames: int  # mel frames to encode (even, <= 3000): 3000 is a full 30 s window
     sot_index: int  # index of <|startoftranscript|> in the prefix: P(no speech) is read there
     alignment: bool = False  # return the alignment heads' cross-attention of every query (word timings)
+    encoded: tuple[torch.Tensor, torch.Tensor] | None = None  # its cross K/V [L, H, F/2, Dh] if encoded ahead
 
 
 @dataclass
@@ -59,6 +60,10 @@ class ModelRunner:
         self.model, self.vocab = model, vocab
         self.max_num_seqs = max_num_seqs
         self.device = model.device
+        # On the CPU the engine encodes new windows on a thread of its own (encode) while steps run: a
+        # decode step's small products leave a core idle, the encoder's large ones use it. On CUDA the
+        # prefill encodes them (one stream: nothing would overlap).
+        self.encodes_ahead = self.device.type == "cpu"
         self.filters = default_filters(vocab)
         heads: dict[int, list[int]] = {}
         for layer, head in align_heads:
@@ -161,9 +166,15 @@ class ModelRunner:
         [sum(len(draft) + 1), V] (per sequence: the queries predicting its first token and each draft
         token's successor), P(no speech) of each and, if asked, the alignment weights [N, A, width, audio frames]."""
         inputs: list[WhisperInputs] = [seq.inputs for seq in new]
-        for num_frames in sorted({x.num_frames for x in inputs}):  # one encoder pass per window size
-            group = [i for i, x in enumerate(inputs) if x.num_frames == num_frames]
-            self._encode([inputs[i] for i in group], [first_slot + i for i in group], num_frames)
+        fresh = [i for i, x in enumerate(inputs) if x.encoded is None]
+        for num_frames in sorted({inputs[i].num_frames for i in fresh}):  # one encoder pass per window size
+            group = [i for i in fresh if inputs[i].num_frames == num_frames]
+            cross_k, cross_v = self._cross_kv([inputs[i] for i in group], num_frames, self.host_audio)
+            self._store(cross_k, cross_v, [first_slot + i for i in group])
+        for i, x in enumerate(inputs):
+            if x.encoded is not None:
+                self._store(x.encoded[0][:, None], x.encoded[1][:, None], [first_slot + i])
+                x.encoded = None
         cache = self.arena.rows(first_slot, first_slot + len(new))
         known = [seq.prefix + seq.draft for seq in new]
         width = max(map(len, known))
@@ -183,10 +194,21 @@ class ModelRunner:
         no_speech = torch.softmax(logits[len(rows):], -1)[:, self.vocab.no_speech]
         return logits[: len(rows)], no_speech.tolist(), weights
 
-    def _encode(self, inputs: list[WhisperInputs], slots: list[int], num_frames: int) -> None:
-        """Encode windows of the same size into their slots' cross-attention K/V."""
+    @torch.inference_mode()
+    def encode(self, inputs: list[WhisperInputs]) -> None:
+        """Encode windows ahead of their prefill (the engine's encoder thread, while steps run): each
+        keeps its cross-attention K/V until the prefill copies them into its slot."""
+        for num_frames in sorted({x.num_frames for x in inputs}):
+            group = [x for x in inputs if x.num_frames == num_frames]
+            staging = torch.zeros(len(group), num_frames * HOP_SAMPLES)  # not the step's: they run at once
+            cross_k, cross_v = self._cross_kv(group, num_frames, staging)
+            for i, x in enumerate(group):
+                x.encoded = (cross_k[:, i], cross_v[:, i])
+
+    def _cross_kv(self, inputs: list[WhisperInputs], num_frames: int, staging: torch.Tensor):
+        """Cross-attention K/V [L, N, H, F/2, Dh] of windows of the same size (audio staged in `staging`)."""
         num_samples = num_frames * HOP_SAMPLES
-        staged = self.host_audio[: len(inputs), :num_samples]
+        staged = staging[: len(inputs), :num_samples]
         staged.zero_()
         for i, x in enumerate(inputs):
             clip = x.audio[:num_samples]
@@ -194,7 +216,10 @@ class ModelRunner:
         # the batched kernel pays on the GPU; on the CPU the per-window loop is faster (bench/kernels.py)
         front_end = log_mel_batch if self.device.type == "cuda" else log_mel_batch_reference
         mel = front_end(staged.to(self.device, non_blocking=True), self.model.num_mel_bins)  # [N, n_mels, F]
-        cross_k, cross_v = self.model.encode(mel)  # [L, N, H, F/2, Dh]
+        return self.model.encode(mel)
+
+    def _store(self, cross_k: torch.Tensor, cross_v: torch.Tensor, slots: list[int]) -> None:
+        """Put windows' cross-attention K/V [L, N, H, F/2, Dh] into their slots."""
         num_audio = cross_k.shape[3]
         index = torch.tensor(slots, device=self.device)
         self.arena.cross_k[:, index, :, :num_audio] = cross_k
