@@ -17,10 +17,11 @@ commit words, never their closing timestamp (a guess at where their text ends, a
 it). Each decode writes at most MAX_TOKENS_PER_S tokens a second of its window (a loop stops there).
 A client streaming a file gets finals only: each utterance decoded once, as an upload would be. An
 utterance longer than MAX_WINDOW_S is cut where the model's last segment in its second half ended (or
-after its last committed word), never dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py). Each decode
-brings the tokens the session's last decode wrote after the committed ones as a draft: the engine
-checks it in the prefill and keeps what its own sampling would have written, so the text is the same
-and every token guessed right is a decode step saved.
+after its last committed word), never dropped. Silence costs no decode. Word timings come from the
+decoder's cross-attention (timing.py). Each decode brings the tokens the session's last decode wrote
+after the committed ones as a draft: the engine checks it in the prefill and keeps what its own
+sampling would have written, so the text is the same and every token guessed right is a decode step
+saved.
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the

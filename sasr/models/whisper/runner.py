@@ -200,7 +200,7 @@ class ModelRunner:
         keeps its cross-attention K/V until the prefill copies them into its slot."""
         for num_frames in sorted({x.num_frames for x in inputs}):
             group = [x for x in inputs if x.num_frames == num_frames]
-            staging = torch.zeros(len(group), num_frames * HOP_SAMPLES)  # not the step's: they run at once
+            staging = torch.empty(len(group), num_frames * HOP_SAMPLES)  # not the step's: they run at once
             cross_k, cross_v = self._cross_kv(group, num_frames, staging)
             for i, x in enumerate(group):
                 x.encoded = (cross_k[:, i], cross_v[:, i])
