@@ -155,6 +155,22 @@ async def test_a_five_minute_recording_keeps_every_sentence(engine, tmp_path, pa
     assert wer(text, final) <= wer(text, upload.text) + GAP_MAX
 
 
+def test_a_settled_word_worded_otherwise_holds_back_no_words_after_it():
+    """LocalAgreement between two decodes, word by word: a word the two word differently ends the
+    agreement, unless it has settled and the two words after it agree (then the later decode's wording
+    counts); a word not yet settled, or with fewer agreeing words after it, still ends it."""
+    from sasr.live.commit import agreed_prefix
+
+    before = " It all will bring across the river once closed".split()
+    after = " It all will bridge across the river was closed".split()
+    assert agreed_prefix(before, after) == 3  # nothing settled: plain agreement
+    assert agreed_prefix(before, after, settled=5) == 7  # "bridge" settled, "across the" agree; "was" not settled
+    assert agreed_prefix(before, after, settled=9) == 7  # "was" settled, but one word after it is not enough
+    assert agreed_prefix(before, after[:5], settled=9) == 3
+    assert agreed_prefix("a b c d".split(), "a x y d".split(), settled=4) == 1  # two in a row differ
+    assert agreed_prefix([" Well,", " There's"], [" well", " there's"]) == 2  # case and punctuation aside
+
+
 def test_vad_equals_the_package_model(speech_dir):
     """sasr's plain-torch Silero VAD gives the package's own TorchScript model's probabilities."""
     from sasr.audio.vad import VADStream

@@ -16,6 +16,7 @@ VAD_FRAME_SAMPLES = 512  # one speech probability per 32 ms (Silero VAD at 16 kH
 SPEECH_ON = 0.5  # a frame this likely to be speech starts an utterance
 SPEECH_OFF = 0.35  # below this, a frame counts as silence (hysteresis)
 MIN_SPEECH_S = 0.1  # shorter bursts (clicks, a cough) are not utterances
+CONFIRM_WORDS = 2  # a settled word two hypotheses word differently counts as agreed if this many after it agree
 
 
 @dataclass
@@ -33,12 +34,16 @@ def word_key(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
 
 
-def agreed_prefix(previous: list[str], current: list[str]) -> int:
-    """How many leading words two hypotheses share (LocalAgreement)."""
+def agreed_prefix(previous: list[str], current: list[str], settled: int = 0, confirm: int = CONFIRM_WORDS) -> int:
+    """How many leading words two hypotheses share (LocalAgreement). Of the first `settled` words, one
+    the two word differently counts as shared where the `confirm` words after it agree: the current
+    hypothesis, which heard more, words it."""
     agreed = 0
-    for old, new in zip(previous, current):
+    for i, (old, new) in enumerate(zip(previous, current)):
         if word_key(old) != word_key(new):
-            break
+            after = list(zip(previous[i + 1 : i + 1 + confirm], current[i + 1 : i + 1 + confirm]))
+            if i >= settled or len(after) < confirm or any(word_key(a) != word_key(b) for a, b in after):
+                break
         agreed += 1
     return agreed
 
