@@ -34,7 +34,7 @@ class StreamResult:
     end_sent_s: float = 0.0  # when session.end was sent
     close_code: int | None = None
     texts: list[str] = field(default_factory=list)  # the final text of each connection (more after reconnects)
-    reconnects: int = 0
+    reconnects: int = 0  # connections resumed after an abnormal close
     started_at: float = 0.0  # time.monotonic() when the first connection began
     dropped_s: list[float] = field(default_factory=list)  # per abnormal close, when (after started_at)
     resumed_s: list[float] = field(default_factory=list)  # per reconnect, when the new connection was made
@@ -71,19 +71,21 @@ async def stream_audio(url: str, pcm16: bytes, realtime: bool = False, start: di
         ws_url += STREAM_PATH
     t0 = out.started_at = time.monotonic()
     offset = 0  # bytes of pcm16 already accounted for by earlier connections
+    tries = 0  # reconnection attempts so far (RECONNECT_DELAYS_S bounds them)
     while True:
         resume = await _connection(ws_url, pcm16, offset, realtime, start, on_event, out, t0)
         code = out.close_code
-        if resume is None or not reconnect or code not in RECONNECT_CODES or out.reconnects >= len(RECONNECT_DELAYS_S):
+        if resume is None or not reconnect or code not in RECONNECT_CODES or tries >= len(RECONNECT_DELAYS_S):
             return out
         offset += resume
         out.dropped_s.append(time.monotonic() - t0)
-        for delay in RECONNECT_DELAYS_S[out.reconnects:]:
-            out.reconnects += 1
+        for delay in RECONNECT_DELAYS_S[tries:]:
+            tries += 1
             await asyncio.sleep(delay)
             try:
                 async with websockets.connect(ws_url, open_timeout=5):
                     out.resumed_s.append(time.monotonic() - t0)
+                    out.reconnects += 1
                     break  # it is back
             except (OSError, websockets.InvalidHandshake, TimeoutError):
                 continue
