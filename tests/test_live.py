@@ -171,6 +171,33 @@ def test_a_settled_word_worded_otherwise_holds_back_no_words_after_it():
     assert agreed_prefix([" Well,", " There's"], [" well", " there's"]) == 2  # case and punctuation aside
 
 
+def test_a_final_is_tried_again_where_it_loops_not_where_it_is_unsure(engine):
+    """An utterance's final that loops is decoded again, warmer; one whose few words the model was
+    unsure of (a low average log-probability, which uploads also retry) commits them at once: such
+    retries changed no word on the bench corpus and each cost a 30 s encoding."""
+    from sasr.models.whisper.decode import WindowResult
+    from sasr.models.whisper.live import FINAL, StreamingPolicy
+
+    def final_of(policy: StreamingPolicy):
+        policy.files = True  # finals only
+        policy.add_audio(np.full(3 * 16000, 0.01, np.float32), np.full(3 * 16000 // 512, 0.9))
+        job = policy.next_job(final=True)
+        assert job is not None and job.kind == FINAL and job.fallback == 0
+        return job
+
+    vocab = engine.vocab
+    unsure = engine.stream_policy(None, 1.0)
+    tokens = vocab.encode(" The old bridge across the river.")
+    words = unsure.update(final_of(unsure), WindowResult(tokens, sum_logprob=-2.0 * (len(tokens) + 1),
+                                                         no_speech_prob=0.01))
+    assert [w.text for w in words] == ["The", "old", "bridge", "across", "the", "river."] and unsure.retry is None
+
+    looping = engine.stream_policy(None, 1.0)
+    tokens = vocab.encode(" the river" * 30)
+    assert looping.update(final_of(looping), WindowResult(tokens, sum_logprob=-0.1, no_speech_prob=0.01)) == []
+    assert looping.retry is not None and looping.retry.kind == FINAL and looping.retry.temperature > 0
+
+
 def test_vad_equals_the_package_model(speech_dir):
     """sasr's plain-torch Silero VAD gives the package's own TorchScript model's probabilities."""
     from sasr.audio.vad import VADStream
