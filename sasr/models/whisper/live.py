@@ -259,7 +259,7 @@ class StreamingPolicy(LiveBuffer):
         # the VAD heard speech: only Whisper's own rule (likely no speech and unconvincing words) drops it
         no_speech = result.no_speech_prob > NO_SPEECH_MIN and result.avg_logprob < LOGPROB_MIN
         ratio = compression_ratio(self.vocab.decode(result.tokens))
-        looping = not acceptable(result, ratio)
+        unreliable = not acceptable(result, ratio)  # a loop or a guess
         if job.kind in (FINAL, FORCED) and ratio > COMPRESSION_RATIO_MAX and not no_speech:
             # a final that loops is tried again, warmer, and if every temperature loops the likeliest
             # is kept (never nothing: the VAD heard speech). Uploads also retry a guess (a low average
@@ -287,7 +287,7 @@ class StreamingPolicy(LiveBuffer):
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
             settled = len(job.audio) / SAMPLE_RATE - SETTLE_S
             num_settled = sum(w.end_s <= settled for w in fresh)
-            stable = agreed_prefix(self.previous, [w.text for w in fresh], num_settled) if not looping else 0
+            stable = agreed_prefix(self.previous, [w.text for w in fresh], num_settled) if not unreliable else 0
             floor = math.log(MIN_WORD_PROB)  # and whose every token the model was sure of, or that has settled
             sure = next((i for i, pairs in enumerate(logprobs)
                          if min((lp for _, lp in pairs), default=0.0) < floor and fresh[i].end_s > settled), len(fresh))
