@@ -15,8 +15,6 @@ from sasr.models.quant import (
     FC2_ROWS_PER_SCALE,
     Bf16Projection,
     Int8Linear,
-    PrefillBf16Linear,
-    cpu_flags,
     has_vnni,
     int8_linear_reference,
     int8_supported,
@@ -105,11 +103,9 @@ def test_only_window_layers_are_quantised(int8):
     model = int8.model.model
     assert all(isinstance(layer.fc1, Int8Linear) for layer in model.encoder.layers)
     assert all(layer.fc2.rows_per_scale == FC2_ROWS_PER_SCALE for layer in model.encoder.layers)
-    # token steps run fp32 (with a bf16 copy for prefills where the CPU has AVX-512 BF16)
-    token_linear = PrefillBf16Linear if "avx512_bf16" in cpu_flags() else torch.nn.Linear
     for layer in model.decoder.layers:  # cross-attention K/V see only encoder output; the rest runs per token
         assert isinstance(layer.encoder_attn.k_proj, Int8Linear) and isinstance(layer.encoder_attn.v_proj, Int8Linear)
-        assert isinstance(layer.fc1, token_linear) and isinstance(layer.self_attn.q_proj, token_linear)
+        assert isinstance(layer.fc1, torch.nn.Linear) and isinstance(layer.self_attn.q_proj, torch.nn.Linear)
     assert model.decoder.embed_tokens.weight.dtype == torch.float32  # the logits read it
 
 
@@ -176,18 +172,3 @@ def test_bf16_vocabulary_projection_is_near_fp32_and_per_row():
     assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear]) and clear.any()
     alone = torch.cat([Bf16Projection(weight)(row[None]) for row in hidden])
     torch.testing.assert_close(alone, got, atol=1e-4, rtol=1e-4)  # no shared scale (equal on this CPU)
-
-
-def test_prefill_bf16_linear_is_fp32_for_steps_and_near_it_per_row_for_prefills():
-    """Token steps get the fp32 layer exactly; a prefill's bf16 product is within bf16 rounding of it,
-    and a row's output does not depend on the rows (or how many) beside it."""
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(384, 1536)
-    layer, x = PrefillBf16Linear(linear), torch.randn(2, 280, 384)
-    with torch.inference_mode():
-        assert torch.equal(layer(x[:, :1]), linear(x[:, :1]))
-        got, want = layer(x, prefill=True), linear(x)
-        assert got.dtype == torch.float32 and ((got - want).abs().max() / want.abs().max()).item() < 0.02
-        alone = torch.cat([layer(x[i : i + 1, :t], prefill=True) for i, t in ((0, 280), (1, 280))])
-        torch.testing.assert_close(alone, got, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(layer(x[:1, :37], prefill=True), got[:1, :37], atol=1e-5, rtol=1e-5)

@@ -12,10 +12,7 @@ windows: 6.8% with a scale per window everywhere, 5.2% with fc2's per 100 frames
 Only layers that see whole windows are quantised to int8 (`quantize_whisper`): the decoder's token
 steps stay fp32, but for the vocabulary projection. A few rows a step are bound by reading its
 51864 x 384 weights (5 ms of a 9.5 ms step at one row on this project's CPU); where the CPU has
-AVX-512 BF16 they are read in bf16 (`Bf16Projection`: 1.2 ms), each row on its own. There the
-decoder's other Linear layers run in bf16 in prefills too (`PrefillBf16Linear`), which carry a
-sequence's whole prompt (hundreds of rows: 3-4x faster than fp32 there), and fp32 in token steps (one
-or two rows a sequence: fp32 is as fast or faster there).
+AVX-512 BF16 they are read in bf16 (`Bf16Projection`: 1.2 ms), each row on its own.
 """
 
 from __future__ import annotations
@@ -135,9 +132,8 @@ def quantize_whisper(model, mode: str) -> None:
 
     int8: the encoder's Linear layers (fc2 with a scale per FC2_ROWS_PER_SCALE frames) and the
     cross-attention key/value projections (which only ever see encoder output); the decoder's token
-    path stays fp32, but where the CPU has AVX-512 BF16: the vocabulary projection reads a bf16 copy of
-    the tied embedding (`Bf16Projection`; token embeddings stay fp32), and the decoder's other Linear
-    layers keep a bf16 copy for prefills (`PrefillBf16Linear`).
+    path stays fp32, but for the vocabulary projection, which reads a bf16 copy of the tied embedding
+    where the CPU has AVX-512 BF16 (`Bf16Projection`; token embeddings stay fp32).
     """
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {mode!r}")
@@ -153,11 +149,6 @@ def quantize_whisper(model, mode: str) -> None:
         layer.encoder_attn.v_proj = Int8Linear(layer.encoder_attn.v_proj)
     if "avx512_bf16" in cpu_flags():
         model.proj_out = Bf16Projection(model.proj_out.weight)
-        for layer in model.model.decoder.layers:
-            for parent, name in ((layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"), (layer.self_attn, "v_proj"),
-                                 (layer.self_attn, "out_proj"), (layer.encoder_attn, "q_proj"),
-                                 (layer.encoder_attn, "out_proj"), (layer, "fc1"), (layer, "fc2")):
-                setattr(parent, name, PrefillBf16Linear(getattr(parent, name)))
 
 
 class Bf16Projection(nn.Module):
@@ -171,23 +162,3 @@ class Bf16Projection(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.mm(self.weight, hidden.to(torch.bfloat16).T).T.float()  # W @ h.T: see WhisperModel.logits
-
-
-class PrefillBf16Linear(nn.Module):
-    """A decoder Linear with a bf16 copy of its weights for prefills: forward(x) is the fp32 layer (token
-    steps: a row or two a sequence, bound by reading the weights, where fp32 is as fast here), and
-    forward(x, prefill=True) multiplies in bf16 with fp32 accumulation (a prompt's hundreds of rows:
-    AVX-512 BF16 products 3-4x faster than fp32, bench/kernels.py). Each row on its own (no scale
-    shared between rows), so a sequence's output does not depend on what it is batched with; the bias
-    is added in fp32."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        self.linear = linear
-        self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16), persistent=False)
-
-    def forward(self, x: torch.Tensor, prefill: bool = False) -> torch.Tensor:
-        if not prefill:
-            return self.linear(x)
-        out = torch.nn.functional.linear(x.to(torch.bfloat16), self.weight_bf16).float()
-        return out if self.linear.bias is None else out + self.linear.bias

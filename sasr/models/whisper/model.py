@@ -14,7 +14,6 @@ from torch import nn
 from transformers import WhisperForConditionalGeneration
 
 from sasr.audio.constants import WINDOW_FRAMES
-from sasr.models.quant import PrefillBf16Linear
 
 
 @dataclass
@@ -100,7 +99,6 @@ class WhisperModel:
     def decode(
         self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
         cross_kv_len: int | None = None, align_heads: dict[int, torch.Tensor] | None = None,
-        prefill: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D] and, with
         align_heads ({layer: [head, ...]}), those heads' cross-attention weights [B, A, T, cross_kv_len].
@@ -109,9 +107,7 @@ class WhisperModel:
         to keys at positions up to its own, within the first kv_len positions, and to the first
         cross_len[b] audio frames of its encoding, within the first cross_kv_len (fixed lengths keep
         shapes static for CUDA graphs). cross_kv_len None: every sequence has a full encoding, no mask.
-        prefill: the tokens are new sequences' prompts (linears with a prefill copy use it).
         """
-        linear = lambda module, h: module(h, prefill) if isinstance(module, PrefillBf16Linear) else module(h)
         batch = tokens.shape[0]
         # mask: [B, 1, T, kv_len], True where the key may be attended to
         mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
@@ -126,21 +122,21 @@ class WhisperModel:
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            q = self._heads(linear(attn.q_proj, h))
+            q = self._heads(attn.q_proj(h))
             # k, v: [B, T, H, Dh], written at [b, :, positions[b]]
-            cache.self_k[i][rows, :, positions] = linear(attn.k_proj, h).unflatten(-1, (self.num_heads, self.head_dim))
-            cache.self_v[i][rows, :, positions] = linear(attn.v_proj, h).unflatten(-1, (self.num_heads, self.head_dim))
+            cache.self_k[i][rows, :, positions] = attn.k_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
+            cache.self_v[i][rows, :, positions] = attn.v_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
             k, v = cache.self_k[i][:, :, :kv_len], cache.self_v[i][:, :, :kv_len]
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = x + linear(attn.out_proj, o.transpose(1, 2).flatten(2))
+            x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
             cross = layer.encoder_attn
-            q = self._heads(linear(cross.q_proj, layer.encoder_attn_layer_norm(x)))
+            q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
             k, v = cache.cross_k[i][:, :, :cross_kv_len], cache.cross_v[i][:, :, :cross_kv_len]
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
             if align_heads and i in align_heads:
                 alignment.append(self._attention_weights(q, k, cross_mask, align_heads[i]))
-            x = x + linear(cross.out_proj, o.transpose(1, 2).flatten(2))
-            x = x + linear(layer.fc2, F.gelu(linear(layer.fc1, layer.final_layer_norm(x))))
+            x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
+            x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         return self.decoder.layer_norm(x), (torch.cat(alignment, dim=1) if alignment else None)
 
     def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,

@@ -185,7 +185,7 @@ class ModelRunner:
         positions = torch.arange(width, device=self.device).expand(len(new), width)
         slots = range(first_slot, first_slot + len(new))
         hidden, weights = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots),
-                                            self.align_heads if align else None, prefill=True)  # [N, width, D]
+                                            self.align_heads if align else None)  # [N, width, D]
         rows = [i for i, seq in enumerate(new) for _ in range(len(seq.draft) + 1)]
         queries = [len(seq.prefix) - 1 + j for seq in new for j in range(len(seq.draft) + 1)]
         sot = [x.sot_index for x in inputs]
