@@ -116,15 +116,20 @@ def decode_with_fallback(
     return result, temperature, ratio
 
 
+def loops(ratio: float) -> bool:
+    """Whether text that compresses this well (gzip ratio) is a repetition loop."""
+    return ratio > COMPRESSION_RATIO_MAX
+
+
 def acceptable(result: WindowResult, ratio: float) -> bool:
     """Neither a repetition loop nor a guess."""
-    return ratio <= COMPRESSION_RATIO_MAX and result.avg_logprob >= LOGPROB_MIN
+    return not loops(ratio) and result.avg_logprob >= LOGPROB_MIN
 
 
 def best_attempt(attempts: list[tuple]) -> tuple:
-    """Where no temperature gave an acceptable live decode, the likeliest of those that do not loop (the
-    last, hottest one is often the worst)."""
-    return max(attempts, key=lambda a: (a[-1] <= COMPRESSION_RATIO_MAX, a[0].avg_logprob))
+    """Where every temperature of a live final looped, the likeliest attempt of those that do not loop,
+    else of all (the last, hottest one is often the worst)."""
+    return max(attempts, key=lambda a: (not loops(a[-1]), a[0].avg_logprob))
 
 
 def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, list[int]]], int | None]:

@@ -49,7 +49,6 @@ from sasr.live.commit import (
     word_key,
 )
 from sasr.models.whisper.decode import (
-    COMPRESSION_RATIO_MAX,
     FALLBACK_TEMPERATURES,
     LOGPROB_MIN,
     NO_SPEECH_MIN,
@@ -58,6 +57,7 @@ from sasr.models.whisper.decode import (
     acceptable,
     best_attempt,
     compression_ratio,
+    loops,
     prefix_for,
 )
 from sasr.models.whisper.timing import Word, split_word_tokens, word_timings
@@ -260,7 +260,7 @@ class StreamingPolicy(LiveBuffer):
         no_speech = result.no_speech_prob > NO_SPEECH_MIN and result.avg_logprob < LOGPROB_MIN
         ratio = compression_ratio(self.vocab.decode(result.tokens))
         unreliable = not acceptable(result, ratio)  # a loop or a guess
-        if job.kind in (FINAL, FORCED) and ratio > COMPRESSION_RATIO_MAX and not no_speech:
+        if job.kind in (FINAL, FORCED) and loops(ratio) and not no_speech:
             # a final that loops is tried again, warmer, and if every temperature loops the likeliest
             # is kept (never nothing: the VAD heard speech). Uploads also retry a guess (a low average
             # log-probability); a live final's sampled words are often few, after the forced ones, and
