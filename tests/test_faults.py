@@ -26,7 +26,8 @@ from tests.support.speech import read16k
 
 
 class FaultyEngine:
-    """The engine, with decodes that raise while `failing` is set."""
+    """The engine, with decodes that raise while `failing` is set: True for every decode, or the set of
+    live decode kinds that fail (sasr.models.whisper.live: "partial", "commit", "final", "forced")."""
 
     def __init__(self, engine) -> None:
         self.engine, self.failing = engine, False
@@ -35,7 +36,7 @@ class FaultyEngine:
         return getattr(self.engine, name)
 
     async def run_window(self, job):
-        if self.failing:
+        if self.failing is True or getattr(job, "kind", None) in (self.failing or ()):
             raise RuntimeError("injected fault")
         return await self.engine.run_window(job)
 
@@ -71,7 +72,9 @@ async def test_realtime_item_fails_then_the_session_ends(faulty, speech_dir):
     url, engine = faulty
     client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-unused", max_retries=0)
     events = []
-    engine.failing = True
+    # the item's transcription fails: partials that the appended audio starts before the commit is
+    # read succeed (one that failed would end the session before there is an item to fail)
+    engine.failing = {"final", "forced"}
     try:
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
             await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
