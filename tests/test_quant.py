@@ -1,5 +1,5 @@
-"""Int8 Whisper on the CPU: the int8 Linear against its plain-torch reference, a window's numbers
-independent of its batch, and the int8 model against fp32 and the reference texts."""
+"""Int8 and bf16 Whisper on the CPU: the int8 Linear against its plain-torch reference, a window's
+numbers independent of its batch, and each mode's model against fp32 and the reference texts."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from sasr.models.quant import (
 from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, read16k
 from tests.support.wer import wer
 
-pytestmark = pytest.mark.skipif(not int8_supported(), reason="this torch build has no int8 quantized engine")
+needs_int8 = pytest.mark.skipif(not int8_supported(), reason="this torch build has no int8 quantized engine")
+MODES = [pytest.param("int8", marks=needs_int8), "bf16"]  # bf16 runs on any CPU (fast where it has AMX)
 
 SHORT_WER_MAX = 0.45  # as tests/test_http.py: clips of a few sentences
-POOLED_WER_SLACK = 0.02  # int8 may cost at most this much WER over fp32 on the same clips
+POOLED_WER_SLACK = 0.02  # a mode may cost at most this much WER over fp32 on the same clips
 
 
 def samples() -> torch.Tensor:
@@ -35,6 +36,7 @@ def samples() -> torch.Tensor:
 
 
 # 8-bit inputs need VNNI (without it fbgemm's int16 pair sums may saturate); 7-bit run anywhere
+@needs_int8
 @pytest.mark.parametrize("reduce_range", [pytest.param(False, marks=pytest.mark.skipif(not has_vnni(), reason="no VNNI")),
                                           True])
 @pytest.mark.parametrize("rows_per_scale", [None, 100])
@@ -54,6 +56,7 @@ def test_int8_linear_matches_reference(reduce_range, rows_per_scale):
         assert (out[i] - exact[i]).abs().max() < 0.05 * exact[i].abs().max()  # int8, yet close to fp32
 
 
+@needs_int8
 def test_a_loud_row_changes_only_its_own_group():
     layer = Int8Linear(torch.nn.Linear(64, 96), rows_per_scale=100)
     x = samples()[0]
@@ -65,6 +68,7 @@ def test_a_loud_row_changes_only_its_own_group():
     assert not torch.equal(before[100:150], after[100:150])  # its neighbours share its coarser grid
 
 
+@needs_int8
 def test_a_sample_gets_the_same_output_alone_and_batched():
     linear = torch.nn.Linear(64, 96)
     x = samples()
@@ -76,18 +80,19 @@ def test_a_sample_gets_the_same_output_alone_and_batched():
             assert torch.equal(layer(x[i]), batched[i])
 
 
-@pytest.fixture(scope="module")
-def int8(cache_dir):
+@pytest.fixture(scope="module", params=MODES)
+def quantised(request, cache_dir):
+    """tiny.en in one of the CPU modes (int8, bf16)."""
     from sasr.models.whisper.load import load_whisper
 
-    return load_whisper(None, quantize="int8")
+    return load_whisper(None, quantize=request.param)
 
 
 @pytest.fixture(scope="module")
-def int8_engine(int8):
+def quantised_engine(quantised):
     from sasr.models.whisper.engine import WhisperEngine
 
-    engine = WhisperEngine(int8, max_num_seqs=8)
+    engine = WhisperEngine(quantised, max_num_seqs=8)
     yield engine
     engine.close()
 
@@ -99,8 +104,11 @@ def clips(speech_dir) -> list[tuple[np.ndarray, str]]:
     return [(concat([read16k(speech_dir / f"h{i}.wav") for i in g]), " ".join(HARVARD[i] for i in g)) for g in groups]
 
 
-def test_only_window_layers_are_quantised(int8):
-    model = int8.model.model
+@needs_int8
+def test_only_window_layers_are_quantised():
+    from sasr.models.whisper.load import load_whisper
+
+    model = load_whisper(None, quantize="int8").model.model
     assert all(isinstance(layer.fc1, Int8Linear) for layer in model.encoder.layers)
     assert all(layer.fc2.rows_per_scale == FC2_ROWS_PER_SCALE for layer in model.encoder.layers)
     for layer in model.decoder.layers:  # cross-attention K/V see only encoder output; the rest runs per token
@@ -109,7 +117,21 @@ def test_only_window_layers_are_quantised(int8):
     assert model.decoder.embed_tokens.weight.dtype == torch.float32  # the logits read it
 
 
-def test_int8_encoding_and_logits_close_to_fp32(int8, loaded, clips):
+def test_bf16_runs_the_encoder_alone_in_bf16(cache_dir):
+    from sasr.models.whisper.load import load_whisper
+    from sasr.models.whisper.model import WhisperModel
+
+    loaded = load_whisper(None, quantize="bf16")
+    model = loaded.model.model
+    assert {p.dtype for p in model.encoder.parameters()} == {torch.bfloat16}
+    for layer in model.decoder.layers:  # the cross-attention K/V projections see only encoder output
+        assert layer.encoder_attn.k_proj.weight.dtype == layer.encoder_attn.v_proj.weight.dtype == torch.bfloat16
+        assert layer.fc1.weight.dtype == layer.self_attn.q_proj.weight.dtype == torch.float32
+    whisper = WhisperModel(loaded.model)
+    assert whisper.dtype == torch.float32 and whisper.new_cache(1, 1500).cross_k.dtype == torch.float32
+
+
+def test_encoding_and_logits_close_to_fp32(quantised, loaded, clips):
     from sasr.audio.constants import WINDOW_SAMPLES
     from sasr.kernels.logmel import log_mel_batch_reference
     from sasr.models.whisper.model import WhisperModel
@@ -117,45 +139,45 @@ def test_int8_encoding_and_logits_close_to_fp32(int8, loaded, clips):
     audio = torch.zeros(1, WINDOW_SAMPLES)
     audio[0, : len(clips[0][0])] = torch.from_numpy(clips[0][0])
     mel = log_mel_batch_reference(audio, 80)
-    sot = torch.tensor([[int8.vocab.sot]])
+    sot = torch.tensor([[quantised.vocab.sot]])
     logits = []
-    for loaded_model in (loaded, int8):
+    for loaded_model in (loaded, quantised):
         model = WhisperModel(loaded_model.model)
         cache = model.new_cache(1, model.num_audio_frames)
         with torch.inference_mode():
             cache.cross_k[:], cache.cross_v[:] = model.encode(mel)
             hidden, _ = model.decode(cache, sot, torch.zeros_like(sot), kv_len=1)
             logits.append((cache.cross_k.clone(), model.logits(hidden[0])))
-    (k32, l32), (k8, l8) = logits
+    (k32, l32), (k8, l8) = logits  # fp32, the mode
     assert (k8 - k32).norm() / k32.norm() < 0.1  # every layer's cross-attention keys
     assert l8.argmax() == l32.argmax()
     top = l32[0].topk(5).indices
     torch.testing.assert_close(l8[0, top], l32[0, top], atol=0.5, rtol=0.05)
 
 
-async def test_int8_engine_transcribes_within_the_wer_bound(int8_engine, engine, clips):
-    int8_results = await asyncio.gather(*(int8_engine.transcribe(TranscriptionRequest(a)) for a, _ in clips))
+async def test_engine_transcribes_within_the_wer_bound(quantised_engine, engine, clips):
+    results = await asyncio.gather(*(quantised_engine.transcribe(TranscriptionRequest(a)) for a, _ in clips))
     fp32_results = await asyncio.gather(*(engine.transcribe(TranscriptionRequest(a)) for a, _ in clips))
-    int8_wers = [wer(text, r.text) for (_, text), r in zip(clips, int8_results)]
+    wers = [wer(text, r.text) for (_, text), r in zip(clips, results)]
     fp32_wers = [wer(text, r.text) for (_, text), r in zip(clips, fp32_results)]
-    assert max(int8_wers) <= SHORT_WER_MAX, [r.text for r in int8_results]
-    assert sum(int8_wers) / len(clips) <= sum(fp32_wers) / len(clips) + POOLED_WER_SLACK
+    assert max(wers) <= SHORT_WER_MAX, [r.text for r in results]
+    assert sum(wers) / len(clips) <= sum(fp32_wers) / len(clips) + POOLED_WER_SLACK
 
 
-async def test_int8_and_fp32_agree_on_real_speech(int8_engine, engine):
+async def test_mode_and_fp32_agree_on_real_speech(quantised_engine, engine):
     """Recorded human speech (alsa-utils' channel tests): the same words as fp32, nearly exact."""
     audio = concat([decode_audio((ALSA_SOUNDS / name).read_bytes()) for name in ALSA_TEXTS], gap_s=0.8)
-    int8_result = await int8_engine.transcribe(TranscriptionRequest(audio))
+    result = await quantised_engine.transcribe(TranscriptionRequest(audio))
     fp32_result = await engine.transcribe(TranscriptionRequest(audio))
-    assert int8_result.text == fp32_result.text
-    assert wer(" ".join(ALSA_TEXTS.values()), int8_result.text) <= 0.1, int8_result.text
+    assert result.text == fp32_result.text
+    assert wer(" ".join(ALSA_TEXTS.values()), result.text) <= 0.1, result.text
 
 
-async def test_int8_batched_equals_alone(int8_engine, clips, speech_dir):
-    """A window's int8 encoding does not depend on its batch, so neither do its tokens."""
+async def test_batched_equals_alone(quantised_engine, clips, speech_dir):
+    """A window's encoding does not depend on its batch, so neither do its tokens."""
     audios = [a for a, _ in clips] + [read16k(speech_dir / f"h{i}.wav") for i in (21, 27)]
-    alone = [await int8_engine.transcribe(TranscriptionRequest(a)) for a in audios]
-    together = await asyncio.gather(*(int8_engine.transcribe(TranscriptionRequest(a)) for a in audios))
+    alone = [await quantised_engine.transcribe(TranscriptionRequest(a)) for a in audios]
+    together = await asyncio.gather(*(quantised_engine.transcribe(TranscriptionRequest(a)) for a in audios))
     assert [[s.tokens for s in r.segments] for r in together] == [[s.tokens for s in r.segments] for r in alone]
 
 

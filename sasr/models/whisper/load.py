@@ -122,8 +122,9 @@ def load_whisper(model: str | None, device: str = "cpu", dtype: torch.dtype = to
                  quantize: str | None = None) -> LoadedWhisper:
     """Load a Whisper checkpoint ready for inference.
 
-    quantize: "none" or "int8" (the encoder's Linear layers, sasr.models.quant); None picks int8 on
-    a CPU with VNNI for fp32 weights, where it was measured to pay at fp32's accuracy, else none.
+    quantize: "none", "int8" (the encoder's Linear layers) or "bf16" (the whole encoder), see
+    sasr.models.quant; None picks, for fp32 weights, bf16 on a CPU with AMX, int8 on one with VNNI
+    (where each was measured to pay at fp32's accuracy), else none.
     """
     if quantize is None:
         quantize = default_quantize(device) if dtype == torch.float32 else "none"

@@ -52,9 +52,10 @@ class WhisperModel:
         self.max_len = cfg.max_target_positions
         self.num_mel_bins = cfg.num_mel_bins
         self.num_audio_frames = cfg.max_source_positions
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
         self.decoder = model.model.decoder
+        self.device = self.decoder.embed_tokens.weight.device
+        self.dtype = self.decoder.embed_tokens.weight.dtype  # the decoder's and its KV cache's
+        self.encoder_dtype = model.model.encoder.conv1.weight.dtype  # bf16 where quantised so (quant.py)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, T, D] -> [B, H, T, Dh]
@@ -69,7 +70,7 @@ class WhisperModel:
         """
         assert mel.shape[-1] <= WINDOW_FRAMES and mel.shape[-1] % 2 == 0, mel.shape
         encoder = self.model.model.encoder
-        x = F.gelu(encoder.conv1(mel.to(self.device, self.dtype)))
+        x = F.gelu(encoder.conv1(mel.to(self.device, self.encoder_dtype)))
         x = F.gelu(encoder.conv2(x)).transpose(1, 2)  # [B, F/2, D]
         x = x + encoder.embed_positions.weight[: x.shape[1]]
         for layer in encoder.layers:
@@ -78,7 +79,7 @@ class WhisperModel:
         layers = self.decoder.layers
         cross_k = torch.stack([self._heads(layer.encoder_attn.k_proj(hidden)) for layer in layers])
         cross_v = torch.stack([self._heads(layer.encoder_attn.v_proj(hidden)) for layer in layers])
-        return cross_k, cross_v
+        return cross_k.to(self.dtype), cross_v.to(self.dtype)
 
     def new_cache(self, num_seqs: int, num_audio_frames: int) -> KVCache:
         """A zeroed cache for num_seqs sequences (the engine's arena, or a test's own)."""
