@@ -2,7 +2,8 @@
 streamed text's WER against the upload of the same file, how long committed words wait on the audio
 clock, and the model time a session costs.
 
-    python -m bench.live_policy [--slices short,long,voices,real] [--set NAME=VALUE ...] [--json out.json]
+    python -m bench.live_policy [--slices short,long,voices,real] [--set NAME=VALUE ...] [--quantize MODE]
+                                [--json out.json]
 
 Each file of the streaming bench's corpus (bench/corpus.py) goes through a live Session 0.1 s at a
 time, each frame fully handled before the next (tests/support/live.py, pace "live"), so every
@@ -15,7 +16,8 @@ load, unlike `make bench-stream`'s load pass. Per slice:
                    word latency; the decode time comes on top)
     model RTF      seconds of decodes per second of audio for one session (this machine)
 `--set` changes a constant of sasr.models.whisper.live for the run (a lever to measure), e.g.
-`--set GUARD_S=1.0`.
+`--set GUARD_S=1.0`. `--quantize` picks the weights' CPU mode as `sasr serve --quantize` does (auto:
+bf16 on a CPU with AMX, int8 on one with VNNI).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class Recorder:
 
 async def run(args) -> dict:
     corpus = build(Path(args.corpus_dir), tuple(args.slices.split(",")))
-    engine = WhisperEngine(load_whisper(None), max_num_seqs=8)
+    engine = WhisperEngine(load_whisper(None, quantize=None if args.quantize == "auto" else args.quantize), max_num_seqs=8)
     recorder = Recorder(engine)
     results = {}
     for name, items in corpus.items():
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default="bench/.corpus")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a constant of sasr.models.whisper.live, for this run")
+    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8", "bf16"])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for setting in args.set:
@@ -110,7 +113,7 @@ def main() -> None:
         setattr(live, name, type(getattr(live, name))(value))
     results = asyncio.run(run(args))
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": args.set, "slices": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"settings": args.set, "quantize": args.quantize, "slices": results}, indent=1))
 
 
 if __name__ == "__main__":

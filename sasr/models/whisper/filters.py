@@ -71,26 +71,24 @@ class TimestampRules:
         self.max_initial = vocab.timestamp_begin + round(max_initial_s / TIMESTAMP_S)
 
     def apply(self, logits: torch.Tensor, history: History) -> None:
+        # each rule touches the columns it is about (text, or the 1501 timestamps), never all 51864
         begin, eot = self.vocab.timestamp_begin, self.vocab.eot
-        col = torch.arange(logits.shape[1], device=logits.device)[None, :]  # [1, V]
-        is_ts, is_text = col >= begin, col < eot
         first = (history.num_sampled == 0)[:, None]  # [B, 1] each
         last_ts = (history.last >= begin)[:, None] & ~first
         penultimate_ts = ((history.num_sampled < 2) | (history.penultimate >= begin))[:, None]
+        logits[:, self.vocab.no_timestamps] = NEG_INF
+        head, stamps = logits[:, :begin], logits[:, begin:]  # text and specials; timestamps
+        head.masked_fill_(first, NEG_INF)
+        logits[:, :eot].masked_fill_(last_ts & ~penultimate_ts, NEG_INF)
+        col = torch.arange(begin, logits.shape[1], device=logits.device)[None, :]  # [1, timestamps]
         # a closing timestamp may repeat the opening one (an empty segment); otherwise move on
         floor = torch.where(last_ts & ~penultimate_ts, history.last_timestamp[:, None], history.last_timestamp[:, None] + 1)
-        banned = (
-            (col == self.vocab.no_timestamps)
-            | (first & ((col < begin) | (col > self.max_initial)))
-            | (last_ts & penultimate_ts & is_ts)
-            | (last_ts & ~penultimate_ts & is_text)
-            | (~first & (history.last_timestamp[:, None] >= 0) & is_ts & (col < floor))
-        )
-        logits.masked_fill_(banned, NEG_INF)
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        timestamp_mass = torch.logsumexp(logprobs[:, begin:], dim=-1)  # [B]
-        best_text = logprobs[:, :begin].max(dim=-1).values
-        logits.masked_fill_((timestamp_mass > best_text)[:, None] & (col < begin), NEG_INF)
+        stamps.masked_fill_((first & (col > self.max_initial)) | (last_ts & penultimate_ts)
+                            | (~first & (history.last_timestamp[:, None] >= 0) & (col < floor)), NEG_INF)
+        # timestamps' total probability against the likeliest text token's (softmax's normaliser cancels)
+        timestamp_mass = torch.logsumexp(stamps.float(), dim=-1)  # [B]
+        best_text = head.float().max(dim=-1).values
+        head.masked_fill_((timestamp_mass > best_text)[:, None], NEG_INF)
 
 
 def default_filters(vocab: WhisperVocab) -> list:
