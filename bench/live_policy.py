@@ -33,6 +33,7 @@ import numpy as np
 from bench.corpus import SLICES, build
 from bench.http_load import corpus_wer
 from sasr.engine import TranscriptionRequest
+from sasr.models.quant import QUANTIZE_MODES
 from sasr.models.whisper import live
 from sasr.models.whisper.engine import WhisperEngine
 from sasr.models.whisper.load import load_whisper
@@ -103,7 +104,7 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default="bench/.corpus")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a constant of sasr.models.whisper.live, for this run")
-    parser.add_argument("--quantize", default="auto", choices=["auto", "none", "int8", "bf16"])
+    parser.add_argument("--quantize", default="auto", choices=["auto", *QUANTIZE_MODES])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for setting in args.set:

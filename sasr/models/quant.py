@@ -160,16 +160,15 @@ def quantize_whisper(model, mode: str) -> None:
         raise ValueError(f"{mode} is for fp32 models on the CPU")
     if mode == "bf16":
         model.model.encoder.to(torch.bfloat16)
-        for layer in model.model.decoder.layers:
-            layer.encoder_attn.k_proj.to(torch.bfloat16)
-            layer.encoder_attn.v_proj.to(torch.bfloat16)
+        window_linear = lambda linear: linear.to(torch.bfloat16)  # noqa: E731
     else:
         if not int8_supported():
             raise ValueError("this torch build has no quantized engine for int8")
         quantize_linears(model.model.encoder, {"fc2": FC2_ROWS_PER_SCALE})
-        for layer in model.model.decoder.layers:
-            layer.encoder_attn.k_proj = Int8Linear(layer.encoder_attn.k_proj)
-            layer.encoder_attn.v_proj = Int8Linear(layer.encoder_attn.v_proj)
+        window_linear = Int8Linear
+    for layer in model.model.decoder.layers:  # the cross-attention K/V projections see only encoder output
+        layer.encoder_attn.k_proj = window_linear(layer.encoder_attn.k_proj)
+        layer.encoder_attn.v_proj = window_linear(layer.encoder_attn.v_proj)
     if "avx512_bf16" in cpu_flags():
         model.proj_out = Bf16Projection(model.proj_out.weight)
 
