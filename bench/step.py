@@ -2,7 +2,7 @@
 and the Python around it.
 
     python -m bench.step [--models whisper,qwen] [--rows 1,8,16] [--quantize none,int8] [--threads N]
-                         [--device cpu|cuda] [--json out.json]
+                         [--device cpu|cuda] [--mixed] [--json out.json]
 
 Cases: Whisper tiny.en (the bundled weights) and the tiny Qwen3-ASR of the tests (random weights,
 tests/support/qwen_tiny.py). Each decode row is a running sequence part-way through its text
@@ -71,14 +71,19 @@ def load_qwen(device: str):
     return load_qwen3_asr(str(path), device, torch.bfloat16 if device == "cuda" else torch.float32)
 
 
-def whisper_case(num_rows: int, quantize: str, num_steps: int, device: str):
-    """The Whisper runner and a batch per step: rows in slots 0..num_rows-1 (a full 30 s encoding each)."""
+def whisper_case(num_rows: int, quantize: str, num_steps: int, device: str, mixed: bool = False):
+    """The Whisper runner and a batch per step: rows in slots 0..num_rows-1 (a full 30 s encoding each;
+    mixed: every fourth, the others a 10 s window's 500 frames, as live partials and commit decodes)."""
     from sasr.models.whisper.model import WhisperModel
     from sasr.models.whisper.runner import ModelRunner, WhisperInputs
 
     loaded = load_whisper(quantize, device)
     vocab = loaded.vocab
     runner = ModelRunner(WhisperModel(loaded.model), vocab, max_num_seqs=max(16, num_rows))
+    if mixed:
+        lens = [runner.full_cross_len if row % 4 == 0 else 500 for row in range(num_rows)]
+        runner.cross_lens[:num_rows] = lens
+        runner.arena.cross_len[:num_rows] = torch.tensor(lens)
     text = vocab.encode(" The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background.")
     inputs = WhisperInputs(np.zeros(0, np.float32), num_frames=3000, sot_index=0)
     prefix_len = len(vocab.sot_sequence("en"))
@@ -91,7 +96,7 @@ def whisper_case(num_rows: int, quantize: str, num_steps: int, device: str):
     return runner, batches
 
 
-def qwen_case(num_rows: int, quantize: str, num_steps: int, device: str):
+def qwen_case(num_rows: int, quantize: str, num_steps: int, device: str, mixed: bool = False):
     """The Qwen3-ASR paged runner and a batch per step: each row owns the blocks of its positions."""
     from sasr.models.qwen3_asr.model import Qwen3ASR
     from sasr.models.qwen3_asr.runner import PagedRunner
@@ -145,10 +150,11 @@ def quiet_stderr():
         os.close(saved)
 
 
-def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds: int, device: str) -> dict:
+def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds: int, device: str,
+            mixed: bool = False) -> dict:
     """Median over rounds of: the median step time, and the operators' share of a profiled round."""
     name, build = CASES[model]
-    runner, batches = build(num_rows, quantize, num_steps, device)
+    runner, batches = build(num_rows, quantize, num_steps, device, mixed)
     for batch in batches:  # warm up: allocator, kernels, lazy inits
         runner.step(batch)
     step_times, shares, calls = [], [], 0.0
@@ -163,7 +169,8 @@ def measure(model: str, num_rows: int, quantize: str, num_steps: int, num_rounds
         shares.append(share)
     step_s, share = statistics.median(step_times), statistics.median(shares)
     return {
-        "model": name, "device": device, "quantize": quantize, "rows": num_rows, "threads": torch.get_num_threads(),
+        "model": name, "device": device, "quantize": quantize, "rows": num_rows, "mixed": mixed,
+        "threads": torch.get_num_threads(),
         "step_ms": round(step_s * 1e3, 3), "ops_ms": round(step_s * share * 1e3, 3),
         "python_ms": round(step_s * (1 - share) * 1e3, 3), "calls": round(calls),
         "tokens_per_s": round(num_rows / step_s, 1),
@@ -187,6 +194,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="steps per round (each a position further on)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per case (medians are reported)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--mixed", action="store_true",
+                        help="Whisper rows over a live mix of windows: one in four 30 s, the rest 10 s")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -198,7 +207,7 @@ def main() -> None:
         modes = quantize.split(",") if model == "whisper" else ["none"]
         for mode in modes:
             for num_rows in (int(x) for x in args.rows.split(",")):
-                r = measure(model, num_rows, mode, args.steps, args.rounds, args.device)
+                r = measure(model, num_rows, mode, args.steps, args.rounds, args.device, args.mixed)
                 results.append(r)
                 print(line(r), flush=True)
     if args.json:

@@ -91,3 +91,27 @@ def test_decoder_logits_equal_transformers(loaded, whisper, speech_dir):
         steps = [whisper.decode(cache, tokens[:, i : i + 1], torch.tensor([[i]]), kv_len=i + 1)[0] for i in (4, 5)]
     mine = whisper.logits(torch.cat([prefill, *steps], dim=1)[0])[None]
     torch.testing.assert_close(mine, reference, atol=1e-3, rtol=1e-4)
+
+
+def test_cross_attention_row_by_row_equals_the_masked_batch(whisper, speech_dir):
+    """A CPU batch attends each row's own audio frames in a call of its own (cross_lens): the same
+    hidden states and alignment weights as the one masked call over the longest row's frames."""
+    from tests.support.speech import read16k
+
+    audio = read16k(speech_dir / "h1.wav")
+    lens = [whisper.num_audio_frames, 400]  # a 30 s window and an 8 s one
+    cache = whisper.new_cache(2, whisper.num_audio_frames)
+    with torch.inference_mode():
+        for row, frames in enumerate(lens):
+            padded = np.zeros(frames * 320, np.float32)
+            padded[: min(len(audio), len(padded))] = audio[: len(padded)]
+            k, v = whisper.encode(log_mel(torch.from_numpy(padded))[None])
+            cache.cross_k[:, row, :, :frames], cache.cross_v[:, row, :, :frames] = k[:, 0], v[:, 0]
+        cache.cross_len[:] = torch.tensor(lens)
+        tokens = torch.tensor([[50257, 50363, 383, 2068], [50257, 50363, 383, 0]])
+        heads = {layer: torch.tensor([0, 3]) for layer in range(whisper.num_layers)}
+        masked = whisper.decode(cache, tokens, torch.arange(4).expand(2, 4), 4, max(lens), heads)
+        row_by_row = whisper.decode(cache, tokens, torch.arange(4).expand(2, 4), 4, max(lens), heads, cross_lens=lens)
+    torch.testing.assert_close(row_by_row[0], masked[0], atol=1e-4, rtol=1e-4)  # float rounding
+    torch.testing.assert_close(row_by_row[1], masked[1], atol=1e-6, rtol=1e-5)
+    assert row_by_row[1][1, :, :, lens[1]:].abs().max() == 0  # nothing past the short row's frames

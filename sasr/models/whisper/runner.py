@@ -100,10 +100,15 @@ class ModelRunner:
         longest = max(self.cross_lens[s] for s in slots)
         return None if all(self.cross_lens[s] == self.full_cross_len for s in slots) else longest
 
+    def _row_cross_lens(self, slots: range) -> list[int] | None:
+        """On a CPU, each row's own audio frames (the model attends row by row); None elsewhere."""
+        return [self.cross_lens[s] for s in slots] if self.device.type == "cpu" else None
+
     def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
         hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
-                                            cross_kv_len, self.align_heads if align else None)
+                                            cross_kv_len, self.align_heads if align else None,
+                                            self._row_cross_lens(range(num_rows)))
         return self.model.logits(hidden[:, -1]), weights
 
     def _graph_shapes(self) -> list[tuple[int, int, int]]:
@@ -185,7 +190,7 @@ class ModelRunner:
         positions = torch.arange(width, device=self.device).expand(len(new), width)
         slots = range(first_slot, first_slot + len(new))
         hidden, weights = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots),
-                                            self.align_heads if align else None)  # [N, width, D]
+                                            self.align_heads if align else None, self._row_cross_lens(slots))
         rows = [i for i, seq in enumerate(new) for _ in range(len(seq.draft) + 1)]
         queries = [len(seq.prefix) - 1 + j for seq in new for j in range(len(seq.draft) + 1)]
         sot = [x.sot_index for x in inputs]
