@@ -27,7 +27,8 @@ from tests.support.speech import read16k
 
 class FaultyEngine:
     """The engine, with decodes that raise while `failing` is set: True for every decode, or the set of
-    live decode kinds that fail (sasr.models.whisper.live: "partial", "commit", "final", "forced")."""
+    live decode kinds that fail (sasr.models.whisper.live: "partial", "commit", "final", "forced", and
+    "window", a file sender's)."""
 
     def __init__(self, engine) -> None:
         self.engine, self.failing = engine, False
@@ -74,7 +75,7 @@ async def test_realtime_item_fails_then_the_session_ends(faulty, speech_dir):
     events = []
     # the item's transcription fails: partials that the appended audio starts before the commit is
     # read succeed (one that failed would end the session before there is an item to fail)
-    engine.failing = {"final", "forced"}
+    engine.failing = {"final", "forced", "window"}
     try:
         async with client.realtime.connect(extra_query={"intent": "transcription"}) as conn:
             await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})

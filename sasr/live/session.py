@@ -24,6 +24,7 @@ from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
 from sasr.live.turns import TurnDetection, Turns
 
 LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech
+STALL_S = 1.0  # a file sender that then sends nothing for this long has what it sent decoded to its end
 PROGRESS_S = 0.5  # with partials, silence is acknowledged (an event) at least this often
 MAX_FINAL_DECODES = 64  # a turn's (or the session's) last audio never takes more decodes than this
 COMMIT, CLEAR = "commit", "clear"  # the client's marks in its audio
@@ -85,7 +86,8 @@ class Session:
         self.committed_until = 0  # session audio up to here belongs to closed turns, or to ones closing
         self.generation = 0  # bumped when cleared audio is dropped: work started on it before is void
         self.started: float | None = None  # when the first audio came (the clock a file sender outruns)
-        self.from_file = False  # the client has sent audio faster than speech: backpressure, finals only
+        self.from_file = False  # the client has sent audio faster than speech: transcribed as an upload
+        self.stalled = False  # a file sender has sent nothing for STALL_S: decode what it sent, to its end
         self._restart(0)
         self.task = asyncio.create_task(self._run())
 
@@ -152,6 +154,7 @@ class Session:
             raise BufferOverflow(f"more than {limit:g} s of audio would be waiting to be transcribed"
                                  + ("" if self.from_file else "; send at most real time"))
         self.incoming.append(audio)
+        self.stalled = False
         self.num_incoming += len(audio)
         self.num_received += len(audio)
         self.audio_arrived.set()
@@ -201,7 +204,7 @@ class Session:
             if generation != self.generation:
                 continue  # cleared while the VAD ran or a listener was told of a turn
             last = self.ending and not self.incoming and not self.heard
-            final = last or self.closing is not None
+            final = last or self.closing is not None or self.stalled
             self.policy.files = self.from_file
             behind = not self.from_file and self.unprocessed_s >= self.chunk_s
             job = self.policy.next_job(final=final, catch_up=behind)
@@ -219,10 +222,15 @@ class Session:
                 if last:
                     return
                 self.progress.set()
+                num_final = 0 if self.stalled else num_final
                 idle = not (self.incoming or self.heard or self.marks)
                 if idle and not self.ending:
                     self.audio_arrived.clear()
-                    await self.audio_arrived.wait()
+                    try:  # a file sender that pauses gets what it sent (a live client's decodes need no nudge)
+                        async with asyncio.timeout(STALL_S if self.from_file and not self.stalled else None):
+                            await self.audio_arrived.wait()
+                    except TimeoutError:
+                        self.stalled = True
             self.progress.set()
 
     async def _ingest(self) -> None:

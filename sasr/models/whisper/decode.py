@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,8 +158,8 @@ def split_segments(tokens: list[int], begin: int) -> tuple[list[tuple[int, int, 
 
 
 def kept_words(vocab: WhisperVocab, result: WindowResult, pieces: list[tuple[int, int, list[int]]],
-               window_frames: int, language: str | None) -> list[tuple[str, float, float]]:
-    """(text, start_s, end_s) of the words of the segments the window keeps (`pieces`, from
+               window_frames: int, language: str | None) -> list[tuple[str, float, float, list[int]]]:
+    """(text, start_s, end_s, tokens) of the words of the segments the window keeps (`pieces`, from
     split_segments), seconds from the window's start."""
     if result.attention is None:
         return []
@@ -178,7 +178,7 @@ def kept_words(vocab: WhisperVocab, result: WindowResult, pieces: list[tuple[int
     return fit_to_segments(words, spans)
 
 
-def fit_to_segments(words: list[tuple[int, TimedWord]], spans: list[tuple[float, float]]) -> list[tuple[str, float, float]]:
+def fit_to_segments(words: list[tuple[int, TimedWord]], spans: list[tuple[float, float]]) -> list[tuple[str, float, float, list[int]]]:
     """Word times within their segment's timestamps, a segment's first and last word no longer than twice
     the median word (as Whisper does): the alignment sees no timestamp tokens, so the word before a pause
     runs on through it, and a window's first word starts with the window."""
@@ -193,28 +193,64 @@ def fit_to_segments(words: list[tuple[int, TimedWord]], spans: list[tuple[float,
             start_s = max(start_s, end_s - max_s)
         if i + 1 == len(words) or words[i + 1][0] != k:  # before one
             end_s = min(end_s, start_s + max_s)
-        fitted.append((word.text.strip(), float(start_s), float(end_s)))  # (numpy's from the alignment)
+        fitted.append((word.text.strip(), float(start_s), float(end_s), word.tokens))  # (numpy's from the alignment)
     return fitted
 
 
+@dataclass
+class Recording:
+    """Audio that may still be arriving (a live session's file sender): `samples` are the recording's
+    from sample `start` on (the caller may drop those before `seek`, which long_form moves on)."""
+
+    samples: np.ndarray
+    start: int = 0
+    ended: bool = True  # no more audio comes (or: decode what there is now, to its end)
+    seek: int = 0  # where the next window starts, in samples
+
+    @property
+    def num_samples(self) -> int:
+        return self.start + len(self.samples)
+
+    def window(self, begin: int, end: int) -> np.ndarray:
+        return self.samples[begin - self.start : end - self.start]
+
+    def silent(self, begin: int, end: int) -> bool:
+        return is_silent(self.window(begin, end))
+
+
 def long_form(
-    vocab: WhisperVocab, audio: np.ndarray, options: Options, max_len: int, segments: list[Segment],
-    words: list[Word] | None = None,
-) -> Generator[WindowJob, WindowResult, list[Segment]]:
+    vocab: WhisperVocab, audio: np.ndarray | Recording, options: Options, max_len: int, segments: list[Segment],
+    words: list[Word] | None = None, prompt_ids: list[int] | None = None,
+    on_words: Callable[[WindowResult, list[tuple[str, float, float, list[int]]]], None] | None = None,
+) -> Generator[WindowJob | None, WindowResult | None, list[Segment]]:
     """Transcribe 16 kHz mono float32 audio of any length into timed segments, window by window.
 
     Segments are appended to `segments` as each window is done (a caller can stream them); with
-    options.word_timestamps, the words of those segments are appended to `words`, timed.
+    options.word_timestamps, the words of those segments are appended to `words`, timed, and handed
+    to `on_words` with the window's result (with their tokens). Given a Recording that has not
+    ended, it yields None until a whole window has arrived (or the recording ends): its windows are
+    then those of the whole recording's upload. `prompt_ids` (tokens) replaces options.prompt.
     """
-    num_frames = len(audio) // HOP_SAMPLES
-    duration_s = len(audio) / SAMPLE_RATE
-    last_word_s = math.floor(duration_s * 100) / 100  # word times are rounded to 10 ms, never past the end
-    prompt_ids = vocab.encode(" " + options.prompt.strip()) if options.prompt else []
-    seek = 0
-    while num_frames - seek >= MIN_WINDOW_FRAMES:
+    recording = audio if isinstance(audio, Recording) else Recording(audio)
+    if prompt_ids is None:
+        prompt_ids = vocab.encode(" " + options.prompt.strip()) if options.prompt else []
+    last_end_s = 0.0  # of the last word: a window's first word never starts before it
+    seek = recording.seek // HOP_SAMPLES
+    while True:
+        recording.seek = seek * HOP_SAMPLES  # (the caller may drop what is before it)
+        num_frames = recording.num_samples // HOP_SAMPLES
+        if num_frames - seek < WINDOW_FRAMES and not recording.ended:
+            yield None  # wait for the rest of the window
+            continue
+        if num_frames - seek < MIN_WINDOW_FRAMES:
+            break
+        # the recording so far: an upload's windows end no later, so its clamps here are the same
+        duration_s = recording.num_samples / SAMPLE_RATE
+        last_word_s = math.floor(duration_s * 100) / 100  # word times are rounded to 10 ms, never past the end
         window_frames = min(WINDOW_FRAMES, num_frames - seek)
-        window = audio[seek * HOP_SAMPLES : (seek + window_frames) * HOP_SAMPLES]
-        if is_silent(window):
+        begin, end = seek * HOP_SAMPLES, (seek + window_frames) * HOP_SAMPLES
+        window = recording.window(begin, end)
+        if recording.silent(begin, end):
             seek += window_frames
             continue
         seed = options.seed * 1_000_003 + seek
@@ -246,12 +282,17 @@ def long_form(
                     no_speech_prob=result.no_speech_prob,
                 )
             )
-        if options.word_timestamps and words is not None:
-            for text, start, end in kept_words(vocab, result, pieces, window_frames, options.language):
+        if options.word_timestamps and (words is not None or on_words is not None):
+            timed = []
+            for text, start, end, tokens in kept_words(vocab, result, pieces, window_frames, options.language):
                 # monotonic across windows: a window's first word never starts before the last one ended
-                start_s = min(max(offset_s + start, words[-1].end if words else 0.0), last_word_s)
-                end_s = min(max(offset_s + end, start_s), last_word_s)
-                words.append(Word(word=text, start=round(start_s, 2), end=round(end_s, 2)))
+                start_s = round(min(max(offset_s + start, last_end_s), last_word_s), 2)
+                last_end_s = end_s = round(min(max(offset_s + end, start_s), last_word_s), 2)
+                timed.append((text, start_s, end_s, tokens))
+            if words is not None:
+                words.extend(Word(word=text, start=start_s, end=end_s) for text, start_s, end_s, _ in timed)
+            if on_words is not None:
+                on_words(result, timed)
         seek += resume * FRAMES_PER_TOKEN if resume else window_frames
         if options.condition_on_previous_text and temperature <= 0.5:
             prompt_ids = prompt_ids + result.tokens

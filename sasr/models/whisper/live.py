@@ -1,9 +1,10 @@
 """Whisper's live policy: utterances cut by voice activity, cheap partials while one is spoken, and
 an accurate final decode with full context when it ends.
 
-The decode window is the current utterance (from a little before its onset) after up to HISTORY_S of
-earlier utterances, whose committed text is forced, with older text as the prompt: nothing is trimmed
-mid-speech, and the model hears its context as an upload's 30 s windows would. While an utterance is
+The decode window is the current utterance (from a little before its onset) after as much of the
+earlier utterances as fits in MAX_WINDOW_S with it (HISTORY_S), whose committed text is forced, with
+older text as the prompt: nothing is trimmed mid-speech, and the model hears its context as an
+upload's 30 s windows would. While an utterance is
 spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
 shown) and, every COMMIT_EVERY points, a commit decode (the whole window, padded as much) that
 commits the words the decode before agreed on, that end GUARD_S before the audio it heard
@@ -16,7 +17,9 @@ decode that looks like a loop or a guess commits nothing, untried again); a fina
 CONTINUE_S before its window ends goes on from its last word, as an upload seeks on. Commit decodes
 commit words, never their closing timestamp (a guess at where their text ends, at times seconds past
 it). Each decode writes at most MAX_TOKENS_PER_S tokens a second of its window (a loop stops there).
-A client streaming a file gets finals only: each utterance decoded once, as an upload would be. An
+A client streaming a file (faster than speech) waits for no word: its audio is transcribed as its
+upload is, window by window (decode.long_form over the audio as it arrives, each 30 s window once it
+has all arrived, windows the VAD heard no one in skipped), so it gets the upload's words and times. An
 utterance longer than MAX_WINDOW_S is cut where the model's last segment in its second half ended (or
 after its last committed word), never dropped. Silence costs no decode. Word timings come from the
 decoder's cross-attention (timing.py). Each decode brings the tokens the session's last decode wrote
@@ -41,6 +44,7 @@ import numpy as np
 
 from sasr.audio.constants import FRAMES_PER_S, HOP_SAMPLES, SAMPLE_RATE, WINDOW_FRAMES
 from sasr.live.commit import (
+    SPEECH_ON,
     VAD_FRAME_SAMPLES,
     LiveBuffer,
     SpeechTracker,
@@ -52,11 +56,14 @@ from sasr.models.whisper.decode import (
     FALLBACK_TEMPERATURES,
     LOGPROB_MIN,
     NO_SPEECH_MIN,
+    Options,
+    Recording,
     WindowJob,
     WindowResult,
     acceptable,
     best_attempt,
     compression_ratio,
+    long_form,
     loops,
     prefix_for,
 )
@@ -80,7 +87,10 @@ SETTLE_S = 1.5  # a word less likely than that is committed too once SETTLE_S of
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 CONTINUE_S = 1.5  # a final whose last word ends this long before its window does goes on from that word
 MAX_WINDOW_S = 20.0  # a longer utterance is cut at the model's last segment end (_cut_long)
-HISTORY_S = 10.0  # earlier utterances kept in the window, at most (acoustic context: measured better than none)
+HISTORY_S = MAX_WINDOW_S  # earlier utterances kept in the window, at most, the oldest making room for the
+# current one as it grows (acoustic context: none measured worse, and 20 s against 10 s lowered the voices
+# slice's gap to uploads +0.059 -> +0.043 in every one of three shifted passes, the other slices within
+# their passes' spread; make bench-live-policy --shifts)
 HISTORY_GAP_S = 2.0  # a pause this long drops them
 PAD_S = 5.0  # silence appended to a partial's or a commit decode's window before encoding (cheap: a
 # commit decode's last words are never committed, and measured on the bench corpus its 30 s encoding
@@ -90,7 +100,7 @@ MAX_TOKENS_PER_S = 10  # a decode may write at most this many tokens a second of
 # bench corpus's fastest decodes wrote 8 a second (timestamps included); a loop ran on to the 224-token
 # cap, a partial taking a slot for 224 steps (4 partials of 199 wrote a third of all partial tokens)
 PROMPT_TOKENS = 223  # committed tokens before the window passed as the prompt: as uploads (half the context)
-PARTIAL, COMMIT, FINAL, FORCED = "partial", "commit", "final", "forced"
+PARTIAL, COMMIT, FINAL, FORCED, WINDOW = "partial", "commit", "final", "forced", "window"
 
 
 @dataclass
@@ -126,12 +136,25 @@ def token_cut(vocab: WhisperVocab, tokens: list[int], num_words: int) -> int:
 
 
 @dataclass
+class VoicedRecording(Recording):
+    """A file sender's audio since `origin` (a session sample): a window holds no speech where the
+    VAD heard none in it (`voiced`: one flag per 32 ms frame of the session)."""
+
+    origin: int = 0
+    voiced: bytearray = field(default_factory=bytearray)
+
+    def silent(self, begin: int, end: int) -> bool:
+        first, last = (self.origin + begin) // VAD_FRAME_SAMPLES, -(-(self.origin + end) // VAD_FRAME_SAMPLES)
+        return not any(self.voiced[first:last]) or super().silent(begin, end)
+
+
+@dataclass
 class StreamingPolicy(LiveBuffer):
     vocab: WhisperVocab
     max_len: int
     language: str | None = None
     chunk_samples: int = SAMPLE_RATE  # partial decodes every chunk of an utterance
-    files: bool = False  # the client streams a file: finals only
+    files: bool = False  # the client streams a file: its windows are its upload's
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
     buffer_start: int = 0  # samples of the session before the buffer
     processed: int = 0  # samples of the buffer covered by the last decode
@@ -152,10 +175,17 @@ class StreamingPolicy(LiveBuffer):
     tracker: SpeechTracker = field(default_factory=lambda: SpeechTracker(ENDPOINT_S))
     next_partial: int = 0  # session sample of the next decode point (while in speech)
     num_points: int = 0  # decode points of the current utterance since its last commit decode
+    # a file sender's audio is transcribed as its upload would be: long_form's windows over `recording`
+    recording: VoicedRecording | None = None
+    upload: object | None = None  # the long_form generator
+    upload_next: LiveJob | None = None  # the window it asked for after the last one
+    upload_words: list[TimedWord] = field(default_factory=list)  # what the last window kept
 
     @property
     def heard_samples(self) -> int:
         """Audio accounted for: decoded, or (between utterances) known to hold no speech."""
+        if self.recording is not None:  # a file sender's: up to its next window
+            return self.recording.origin + self.recording.seek
         if self.tracker.in_speech or self._utterance_tokens:
             return self.buffer_start + self.processed
         return self.tracker.position
@@ -177,6 +207,8 @@ class StreamingPolicy(LiveBuffer):
         if self.retry is not None:
             job, self.retry = self.retry, None
             return job
+        if self.files:
+            return self._file_job(final)
         while self.speech_probs:
             ended = self.tracker.step(self.speech_probs.popleft())
             position = self.tracker.position
@@ -188,7 +220,10 @@ class StreamingPolicy(LiveBuffer):
                 self.next_partial += self.chunk_samples
                 self.num_points += 1
                 behind = catch_up and len(self.speech_probs) * VAD_FRAME_SAMPLES >= self.chunk_samples
-                too_long = position - self.buffer_start >= MAX_WINDOW_S * SAMPLE_RATE
+                window = MAX_WINDOW_S * SAMPLE_RATE
+                while self.history and position - self.buffer_start >= window:
+                    self._drop_history(1)  # the earlier utterances make room for the one being spoken
+                too_long = position - self.buffer_start >= window
                 if too_long:
                     return self._job(position, FORCED)
                 if not self.files and not behind:  # behind: the next point's audio is here, decode that
@@ -204,6 +239,50 @@ class StreamingPolicy(LiveBuffer):
         if final and self._utterance_tokens:
             return self._final(self.received_samples)
         return None
+
+    def _file_job(self, final: bool) -> LiveJob | None:
+        """A file sender's next window: its upload's, once the whole window has arrived (or the
+        stream ends); windows the VAD heard no speech in are skipped."""
+        if self.recording is None:
+            self._start_upload()
+        self.recording.voiced.extend(p >= SPEECH_ON for p in self.speech_probs)
+        self.speech_probs.clear()
+        self.recording.samples, self.recording.start = self.buffer, self.buffer_start - self.recording.origin
+        self.recording.ended = final
+        if self.upload is None:  # the last one ended (a turn closed): the audio after it starts afresh
+            self.recording.seek = self.recording.start
+            self.upload = long_form(self.vocab, self.recording, Options(self.language, word_timestamps=True),
+                                    self.max_len, [], prompt_ids=self.context[-PROMPT_TOKENS:],
+                                    on_words=self._upload_words)
+        job, self.upload_next = self.upload_next, None
+        return job or self._upload_send(None)
+
+    def _start_upload(self) -> None:
+        """The client turned out to send a file: what live decodes committed becomes the prompt, and
+        the audio after the last word they committed is transcribed as an upload would be."""
+        end = round(self.last_sent.end_s * SAMPLE_RATE) - self.buffer_start if self.last_sent else 0
+        self._close_window(min(max(0, end), len(self.buffer)))
+        self.previous, self.partial, self.next_partial = [], "", 0
+        self.recording = VoicedRecording(self.buffer, origin=self.buffer_start)
+        self.recording.voiced.extend(b"\x01" * self.tracker.num_frames)  # frames the tracker took: decoded anyway
+
+    def _upload_send(self, result: WindowResult | None) -> LiveJob | None:
+        """Give long_form the last window's result (or nothing, if it waits for audio); its next window."""
+        try:
+            job = self.upload.send(result)
+        except StopIteration:
+            job, self.upload = None, None
+        # the audio before the next window (or all that was looked at) is done with
+        self._cut(min(self.recording.origin + self.recording.seek - self.buffer_start, len(self.buffer)))
+        self.recording.samples, self.recording.start = self.buffer, self.buffer_start - self.recording.origin
+        return None if job is None else LiveJob(**vars(job), kind=WINDOW, end=len(job.audio))
+
+    def _upload_words(self, result: WindowResult, timed: list[tuple[str, float, float, list[int]]]) -> None:
+        offset_s = self.recording.origin / SAMPLE_RATE
+        words = [Word(text, start_s, end_s, tokens) for text, start_s, end_s, tokens in timed]
+        pairs = self._token_logprobs(0, result, words)
+        self.upload_words += [TimedWord(w.text, offset_s + w.start_s, offset_s + w.end_s, p) for w, p in zip(words, pairs)]
+        self.context += [token for word in words for token in word.tokens]
 
     def _final(self, speech_end: int) -> LiveJob | None:
         self.next_partial = 0
@@ -256,6 +335,10 @@ class StreamingPolicy(LiveBuffer):
 
     def update(self, job: LiveJob, result: WindowResult, final: bool = False) -> list[TimedWord]:
         """Digest a decode of `job`; return the words it commits, in order, timed on the session clock."""
+        if job.kind == WINDOW:  # a file sender's: long_form digests it as an upload's
+            self.upload_words = []
+            self.upload_next = self._upload_send(result)
+            return [w for w in self.upload_words if w.text]
         # the VAD heard speech: only Whisper's own rule (likely no speech and unconvincing words) drops it
         no_speech = result.no_speech_prob > NO_SPEECH_MIN and result.avg_logprob < LOGPROB_MIN
         ratio = compression_ratio(self.vocab.decode(result.tokens))
@@ -282,7 +365,7 @@ class StreamingPolicy(LiveBuffer):
             self.guess = self._rebased(result.tokens[len(job.forced) :], -job.skip)
             return []
         fresh = words[self.num_committed_words :]
-        logprobs = self._token_logprobs(job, result, fresh)
+        logprobs = self._token_logprobs(len(job.forced), result, fresh)
         if job.kind == COMMIT:
             horizon = len(job.audio) / SAMPLE_RATE - GUARD_S
             settled = len(job.audio) / SAMPLE_RATE - SETTLE_S
@@ -356,10 +439,10 @@ class StreamingPolicy(LiveBuffer):
             self.last_sent = words[-1]
         return words
 
-    def _token_logprobs(self, job: LiveJob, result: WindowResult, fresh: list[Word]) -> list[list[tuple[str, float]]]:
+    def _token_logprobs(self, num_forced: int, result: WindowResult, fresh: list[Word]) -> list[list[tuple[str, float]]]:
         """Each fresh word's tokens with their log probabilities (found in order after the forced ones)."""
-        logprob = dict(zip(range(len(job.forced), len(result.tokens)), result.logprobs))
-        position = len(job.forced)
+        logprob = dict(zip(range(num_forced, len(result.tokens)), result.logprobs))
+        position = num_forced
         per_word = []
         for word in fresh:
             pairs = []
@@ -377,6 +460,10 @@ class StreamingPolicy(LiveBuffer):
         drop = 0
         while drop < len(self.history) and end - (self.history[drop - 1][0] if drop else 0) > keep_s * SAMPLE_RATE:
             drop += 1
+        self._drop_history(drop)
+
+    def _drop_history(self, drop: int) -> None:
+        """Forget the first `drop` earlier utterances (their text joins the prompt)."""
         if drop:
             self._forget(self.history[drop - 1])
             base = self.history[drop - 1]
