@@ -1,31 +1,30 @@
 """Whisper's live policy: utterances cut by voice activity, cheap partials while one is spoken, and
 an accurate final decode with full context when it ends.
 
-The decode window is the current utterance (from a little before its onset) after as much of the
-earlier utterances as fits in MAX_WINDOW_S with it (HISTORY_S), whose committed text is forced, with
+The decode window is the current utterance (from a little before its onset) after up to HISTORY_S of
+earlier utterances (as many as fit in MAX_WINDOW_S with it), whose committed text is forced, with
 older text as the prompt: nothing is trimmed mid-speech, and the model hears its context as an
-upload's 30 s windows would. While an utterance is
-spoken there is a decode point every chunk: a partial (its window alone, padded by PAD_S: cheap, only
-shown) and, every COMMIT_EVERY points, a commit decode (the whole window, padded as much) that
-commits the words the decode before agreed on, that end GUARD_S before the audio it heard
-(Whisper's last words are its least reliable) and that the model was sure of, or that have settled
-(SETTLE_S more audio after them); a settled word the two decodes word differently counts as agreed
-where the words after it agree (the later decode's wording is committed). When ENDPOINT_S of silence
-ends the utterance, a final decode (encoded as 30 s, as Whisper was trained) commits the rest, with
-Whisper's temperature fallback where it loops (the likeliest attempt kept, never nothing; a commit
-decode that looks like a loop or a guess commits nothing, untried again); a final that stops
-CONTINUE_S before its window ends goes on from its last word, as an upload seeks on. Commit decodes
-commit words, never their closing timestamp (a guess at where their text ends, at times seconds past
-it). Each decode writes at most MAX_TOKENS_PER_S tokens a second of its window (a loop stops there).
-A client streaming a file (faster than speech) waits for no word: its audio is transcribed as its
-upload is, window by window (decode.long_form over the audio as it arrives, each 30 s window once it
-has all arrived, windows the VAD heard no one in skipped), so it gets the upload's words and times. An
-utterance longer than MAX_WINDOW_S is cut where the model's last segment in its second half ended (or
-after its last committed word), never dropped. Silence costs no decode. Word timings come from the
-decoder's cross-attention (timing.py). Each decode brings the tokens the session's last decode wrote
-after the committed ones as a draft: the engine checks it in the prefill and keeps what its own
-sampling would have written, so the text is the same and every token guessed right is a decode step
-saved.
+upload's 30 s windows would. While an utterance is spoken there is a decode point every chunk: a
+partial (its window alone, padded by PAD_S: cheap, only shown) and, every COMMIT_EVERY points, a
+commit decode (the whole window, padded as much) that commits the words the decode before agreed on,
+that end GUARD_S before the audio it heard (Whisper's last words are its least reliable) and that
+the model was sure of, or that have settled (SETTLE_S more audio after them); a settled word the two
+decodes word differently counts as agreed where the words after it agree (the later decode's wording
+is committed). When ENDPOINT_S of silence ends the utterance, a final decode (encoded as 30 s, as
+Whisper was trained) commits the rest, with Whisper's temperature fallback where it loops (the
+likeliest attempt kept, never nothing; a commit decode that looks like a loop or a guess commits
+nothing, untried again); a final that stops CONTINUE_S before its window ends goes on from its last
+word, as an upload seeks on. Commit decodes commit words, never their closing timestamp (a guess at
+where their text ends, at times seconds past it). Each decode writes at most MAX_TOKENS_PER_S tokens
+a second of its window (a loop stops there). A client streaming a file (faster than speech) waits
+for no word: its audio is transcribed as its upload is, window by window (decode.long_form over the
+audio as it arrives, each 30 s window once it has all arrived, windows the VAD heard no one in
+skipped), so it gets the upload's words and times. An utterance longer than MAX_WINDOW_S is cut
+where the model's last segment in its second half ended (or after its last committed word), never
+dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py).
+Each decode brings the tokens the session's last decode wrote after the committed ones as a draft:
+the engine checks it in the prefill and keeps what its own sampling would have written, so the text
+is the same and every token guessed right is a decode step saved.
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -87,10 +86,9 @@ SETTLE_S = 1.5  # a word less likely than that is committed too once SETTLE_S of
 COMMIT_EVERY = 2  # of an utterance's decode points (one a chunk), every second is a commit decode
 CONTINUE_S = 1.5  # a final whose last word ends this long before its window does goes on from that word
 MAX_WINDOW_S = 20.0  # a longer utterance is cut at the model's last segment end (_cut_long)
-HISTORY_S = MAX_WINDOW_S  # earlier utterances kept in the window, at most, the oldest making room for the
-# current one as it grows (acoustic context: none measured worse, and 20 s against 10 s lowered the voices
-# slice's gap to uploads +0.059 -> +0.043 in every one of three shifted passes, the other slices within
-# their passes' spread; make bench-live-policy --shifts)
+HISTORY_S = 10.0  # earlier utterances kept in the window, at most, the oldest making room for the current one
+# as it grows (acoustic context: none measured worse; 20 s lowered the voices slice's gap to uploads +0.059 ->
+# +0.043 in each of three shifted passes, but 8 live sessions' event p95 rose 1.32-1.41 -> 1.59-1.92 s)
 HISTORY_GAP_S = 2.0  # a pause this long drops them
 PAD_S = 5.0  # silence appended to a partial's or a commit decode's window before encoding (cheap: a
 # commit decode's last words are never committed, and measured on the bench corpus its 30 s encoding
