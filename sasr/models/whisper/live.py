@@ -245,7 +245,7 @@ class StreamingPolicy(LiveBuffer):
             self._start_upload()
         self.recording.voiced.extend(p >= SPEECH_ON for p in self.speech_probs)
         self.speech_probs.clear()
-        self.recording.samples, self.recording.start = self.buffer, self.buffer_start - self.recording.origin
+        self._sync_recording()
         self.recording.ended = final
         if self.upload is None:  # the last one ended (a turn closed): the audio after it starts afresh
             self.recording.seek = self.recording.start
@@ -254,6 +254,10 @@ class StreamingPolicy(LiveBuffer):
                                     on_words=self._upload_words)
         job, self.upload_next = self.upload_next, None
         return job or self._upload_send(None)
+
+    def _sync_recording(self) -> None:
+        """Point the recording at the buffer (it grows with audio and is cut as windows are done)."""
+        self.recording.samples, self.recording.start = self.buffer, self.buffer_start - self.recording.origin
 
     def _start_upload(self) -> None:
         """The client turned out to send a file: what live decodes committed becomes the prompt, and
@@ -272,7 +276,7 @@ class StreamingPolicy(LiveBuffer):
             job, self.upload = None, None
         # the audio before the next window (or all that was looked at) is done with
         self._cut(min(self.recording.origin + self.recording.seek - self.buffer_start, len(self.buffer)))
-        self.recording.samples, self.recording.start = self.buffer, self.buffer_start - self.recording.origin
+        self._sync_recording()
         return None if job is None else LiveJob(**vars(job), kind=WINDOW, end=len(job.audio))
 
     def _upload_words(self, result: WindowResult, timed: list[tuple[str, float, float, list[int]]]) -> None:
