@@ -3,7 +3,7 @@ streamed text's WER against the upload of the same file, how long committed word
 clock, and the model time a session costs.
 
     python -m bench.live_policy [--slices short,long,voices,real] [--set NAME=VALUE ...] [--quantize MODE]
-                                [--shifts S,S,...] [--pace live|file]
+                                [--shifts S,S,...] [--pace live|file] [--device cpu|cuda]
                                 [--json out.json]
 
 Each file of the streaming bench's corpus (bench/corpus.py) goes through a live Session 0.1 s at a
@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bench.corpus import SLICES, build
 from bench.http_load import corpus_wer
@@ -73,7 +74,9 @@ class Recorder:
 
 async def run(args) -> dict:
     corpus = build(Path(args.corpus_dir), tuple(args.slices.split(",")))
-    engine = WhisperEngine(load_whisper(None, quantize=None if args.quantize == "auto" else args.quantize), max_num_seqs=8)
+    dtype = torch.float16 if args.device == "cuda" else torch.float32  # as `sasr serve --dtype auto` picks
+    quantize = None if args.quantize == "auto" else args.quantize
+    engine = WhisperEngine(load_whisper(None, args.device, dtype, quantize=quantize), max_num_seqs=8)
     recorder = Recorder(engine)
     results = {}
     for name, items in corpus.items():
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a constant of sasr.models.whisper.live, for this run")
     parser.add_argument("--quantize", default="auto", choices=["auto", *QUANTIZE_MODES])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: fp16 with CUDA graphs, as served")
     parser.add_argument("--pace", default="live", choices=["live", "file"],
                         help="file: the client sends faster than speech (finals only; no word waits)")
     parser.add_argument("--shifts", default=[0.0], type=lambda text: [float(x) for x in text.split(",")],
@@ -127,8 +131,8 @@ def main() -> None:
         setattr(live, name, type(getattr(live, name))(value))
     results = asyncio.run(run(args))
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": args.set, "quantize": args.quantize, "pace": args.pace,
-                                               "slices": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"settings": args.set, "quantize": args.quantize, "device": args.device,
+                                               "pace": args.pace, "slices": results}, indent=1))
 
 
 if __name__ == "__main__":
