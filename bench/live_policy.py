@@ -75,8 +75,7 @@ class Recorder:
 async def run(args) -> dict:
     corpus = build(Path(args.corpus_dir), tuple(args.slices.split(",")))
     dtype = torch.float16 if args.device == "cuda" else torch.float32  # as `sasr serve --dtype auto` picks
-    quantize = None if args.quantize == "auto" else args.quantize
-    engine = WhisperEngine(load_whisper(None, args.device, dtype, quantize=quantize), max_num_seqs=8)
+    engine = WhisperEngine(load_whisper(None, args.device, dtype, quantize=args.quantize), max_num_seqs=8)
     recorder = Recorder(engine)
     results = {}
     for name, items in corpus.items():

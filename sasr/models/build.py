@@ -31,6 +31,6 @@ def build_engine(model: str | None, device: str = "auto", dtype: str = "auto", m
                            enable_prefix_caching=enable_prefix_caching, num_blocks=num_kv_blocks)
     if load_format != "auto":
         raise ValueError("--load-format dummy is for Qwen3-ASR models")
-    loaded = load_whisper(model, device, torch_dtype, quantize=None if quantize == "auto" else quantize)
+    loaded = load_whisper(model, device, torch_dtype, quantize=quantize)
     return WhisperEngine(loaded, max_num_seqs=max_num_seqs,
                        max_queued=max_queued, enforce_eager=enforce_eager)

@@ -123,10 +123,10 @@ def load_whisper(model: str | None, device: str = "cpu", dtype: torch.dtype = to
     """Load a Whisper checkpoint ready for inference.
 
     quantize: "none", "int8" (the encoder's Linear layers) or "bf16" (the whole encoder), see
-    sasr.models.quant; None picks, for fp32 weights, bf16 on a CPU with AMX, int8 on one with VNNI
-    (where each was measured to pay at fp32's accuracy), else none.
+    sasr.models.quant; None (or "auto", as `--quantize` spells it) picks, for fp32 weights, bf16 on
+    a CPU with AMX, int8 on one with VNNI (where each was measured to pay at fp32's accuracy), else none.
     """
-    if quantize is None:
+    if quantize in (None, "auto"):
         quantize = default_quantize(device) if dtype == torch.float32 else "none"
     path = resolve_checkpoint(model)
     config = WhisperConfig.from_pretrained(path)
