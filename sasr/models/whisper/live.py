@@ -3,8 +3,8 @@ an accurate final decode with full context when it ends.
 
 The decode window is the current utterance (from a little before its onset) after up to HISTORY_S of
 earlier utterances (as many as fit in MAX_WINDOW_S with it), whose committed text is forced, with
-older text as the prompt: nothing is trimmed mid-speech, and the model hears its context as an
-upload's 30 s windows would. While an utterance is spoken there is a decode point every chunk: a
+the last LIVE_PROMPT_TOKENS of older text as the prompt: nothing is trimmed mid-speech, and the model
+hears its context as an upload's 30 s windows would. While an utterance is spoken there is a decode point every chunk: a
 partial (its window alone, padded by PAD_S: cheap, only shown) and, every COMMIT_EVERY points, a
 commit decode (the whole window, padded as much) that commits the words the decode before agreed on,
 that end GUARD_S before the audio it heard (Whisper's last words are its least reliable) and that
@@ -97,10 +97,9 @@ FINAL_PAD_S = 30.0  # finals commit everything: encoded as 30 s, as Whisper was 
 MAX_TOKENS_PER_S = 10  # a decode may write at most this many tokens a second of its window, plus 10: the
 # bench corpus's fastest decodes wrote 8 a second (timestamps included); a loop ran on to the 224-token
 # cap, a partial taking a slot for 224 steps (4 partials of 199 wrote a third of all partial tokens)
-PROMPT_TOKENS = 223  # committed tokens before a file sender's window passed as its prompt: as uploads
 LIVE_PROMPT_TOKENS = 64  # committed tokens before a live decode's window passed as its prompt: each decode
-# prefills them again, and 223 (as uploads) measured the same text on the short, voices and real slices and
-# within the passes' spread on long (+0.002 -> +0.005) for 5-10% more model time
+# prefills them again, and 223 (as uploads; a file sender's windows keep that) measured the same text on the
+# short, voices and real slices and within the passes' spread on long (+0.002 -> +0.005) for 5-10% more model time
 PARTIAL, COMMIT, FINAL, FORCED, WINDOW = "partial", "commit", "final", "forced", "window"
 
 
@@ -253,7 +252,7 @@ class StreamingPolicy(LiveBuffer):
         if self.upload is None:  # the last one ended (a turn closed): the audio after it starts afresh
             self.recording.seek = self.recording.start
             self.upload = long_form(self.vocab, self.recording, Options(self.language, word_timestamps=True),
-                                    self.max_len, [], prompt_ids=self.context[-PROMPT_TOKENS:],
+                                    self.max_len, [], prompt_ids=list(self.context),
                                     on_words=self._upload_words)
         job, self.upload_next = self.upload_next, None
         return job or self._upload_send(None)
