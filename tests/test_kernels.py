@@ -1,5 +1,6 @@
 """Kernels against their plain-torch references, and CUDA graph replay against the eager step (CPU
-here; the CUDA cases run where a GPU is: `pytest -m cuda tests/test_kernels.py`)."""
+here; the CUDA cases run where a GPU is: `pytest -m cuda tests/test_kernels.py`); word timing's
+vectorised DTW and median filter against the plain cell-by-cell definitions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from sasr.kernels.logmel import log_mel_batch, log_mel_batch_reference
+from sasr.models.whisper.timing import dtw, median_filter
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -20,6 +22,42 @@ def windows(batch: int, seed: int = 0) -> torch.Tensor:
         n = rng.integers(8000, 480000)
         audio[i, :n] = rng.standard_normal(n) * rng.uniform(0.01, 0.5)
     return torch.from_numpy(audio)
+
+
+def dtw_reference(cost: np.ndarray) -> tuple[list[int], list[int]]:
+    """openai/whisper's DTW, cell by cell: ties prefer the diagonal, then from above."""
+    num_t, num_f = cost.shape
+    total = np.full((num_t + 1, num_f + 1), np.inf)
+    total[0, 0] = 0.0
+    came = {}
+    for i in range(1, num_t + 1):
+        for j in range(1, num_f + 1):
+            options = [total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]]
+            came[i, j] = int(np.argmin(options))
+            total[i, j] = cost[i - 1, j - 1] + options[came[i, j]]
+    i, j, path = num_t, num_f, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        i, j = {0: (i - 1, j - 1), 1: (i - 1, j), 2: (i, j - 1)}[came[i, j]]
+    return [p[0] for p in reversed(path)], [p[1] for p in reversed(path)]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 40), (40, 1), (7, 120), (25, 300)])
+def test_dtw_equals_the_cell_by_cell_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(3):
+        cost = -rng.random(shape)  # as word timing's: negated attention
+        tokens, frames = dtw(cost)
+        assert (tokens.tolist(), frames.tolist()) == dtw_reference(cost)
+
+
+@pytest.mark.parametrize("width", [1, 3, 7])
+def test_median_filter_equals_numpy_median(width):
+    x = np.random.default_rng(width).standard_normal((2, 5, 60)).astype(np.float32)
+    pad = width // 2
+    padded = np.pad(x, [(0, 0), (0, 0), (pad, pad)], mode="reflect")
+    expected = np.stack([np.median(padded[..., j : j + width], axis=-1) for j in range(x.shape[-1])], axis=-1)
+    assert np.array_equal(median_filter(x, width), expected)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])

@@ -24,7 +24,8 @@ where the model's last segment in its second half ended (or after its last commi
 dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py).
 Each decode brings the tokens the session's last decode wrote after the committed ones as a draft:
 the engine checks it in the prefill and keeps what its own sampling would have written, so the text
-is the same and every token guessed right is a decode step saved.
+is the same and every token guessed right is a decode step saved. A partial's words are shown, never
+timed: it asks for no alignment (no cross-attention weights, no DTW).
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -322,10 +323,15 @@ class StreamingPolicy(LiveBuffer):
         cap = math.ceil(MAX_TOKENS_PER_S * len(window) / SAMPLE_RATE) + 10
         last = self.vocab.timestamp_begin + round(len(window) / SAMPLE_RATE / TIMESTAMP_S)
         draft = list(itertools.takewhile(lambda t: t <= last, self._rebased(self.guess, skip)))
+        begin = self.vocab.timestamp_begin
+        if draft and forced and draft[0] >= begin and forced[-1] >= begin:
+            # after a closing timestamp (an earlier utterance's final) Whisper opens the next segment
+            # where the last one closed, not where the guess (a partial, which did not hear it) put it
+            draft[0] = forced[-1]
         return LiveJob(
             audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
             seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room, cap)),
-            num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=True,
+            num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=kind != PARTIAL,
             kind=kind, end=end, fallback=fallback, skip=skip,
         )
 
