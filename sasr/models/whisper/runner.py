@@ -237,8 +237,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def step(self, batch: Batch) -> StepOutput:
-        for src, dst in batch.moves:
-            self.arena.copy_row(src, dst)
+        for src, dst in batch.moves:  # a moved sequence decodes in row dst: its KV fills the positions before its own
+            self.arena.copy_row(src, dst, batch.decode[dst].position, self.cross_lens[src])
             self.cross_lens[dst] = self.cross_lens[src]
         parts, extras = [], {}
         aligned = lambda rows: [i for i, r in enumerate(rows) if r.inputs.alignment]
