@@ -142,6 +142,37 @@ async def test_word_timings_are_where_the_words_were_spoken(engine, tmp_path):
         assert min(abs(w.start_ms - onset) for w in firsts) < 500, (onset, [(w.delta, w.start_ms) for w in firsts])
 
 
+async def test_a_finals_window_is_encoded_while_its_endpoint_is_awaited(engine, tmp_path, monkeypatch):
+    """Once 0.3 s of silence follows speech (all a final hears of it), the final's window is encoded
+    while the 0.5 s endpoint is awaited; a pause that ends sooner drops that encoding. Same text."""
+    from sasr.models.whisper import live
+
+    said = [read16k(speak(text, tmp_path / f"{i}.wav", voice="en-us", speed=165)) for i, text in enumerate(EVERYDAY[:3])]
+    silence = lambda s: np.zeros(round(s * 16000), np.float32)
+    audio = np.concatenate([said[0], silence(0.4), said[1], silence(1.0), said[2], silence(1.0)])
+    plain = (await replay_stream(engine, audio, "live"))[-1].text  # every window encoded when asked for
+
+    made, dropped, finals = [], [], []
+    encode, drop, run_window = engine.encode_window_ahead, engine.drop, engine.run_window
+
+    def encode_ahead(job):
+        made.append(job)
+        encode(job)
+
+    async def recorded(job):
+        if job.kind == live.FINAL:
+            finals.append(job.encoding is not None)
+        return await run_window(job)
+
+    monkeypatch.setattr(engine, "encode_window_ahead", encode_ahead)
+    monkeypatch.setattr(engine, "drop", lambda seq: dropped.append(seq) or drop(seq))
+    monkeypatch.setattr(engine, "run_window", recorded)
+    events = await replay_stream(engine, audio, "live")
+    assert events[-1].text == plain
+    assert len(finals) == 2 and all(finals)  # two utterances (the 0.4 s pause is inside the first)
+    assert len(made) == 3 and len(dropped) == 1  # the pause's, dropped when speech went on
+
+
 async def test_silence_and_noise_cost_no_decode_and_give_no_words(engine):
     rng = np.random.default_rng(0)
 

@@ -103,6 +103,7 @@ class Session:
         self.turn_start: int | None = None  # where the open turn began (with its padding)
         self.closing: int | None = None  # where the speech ended of a turn whose last words are being decoded
         self.last_closed = 0  # where the last turn closed
+        self.ahead = None  # the policy's window being encoded ahead (see _encode_ahead)
 
     def _ms(self, samples: int) -> int:
         """Milliseconds of session audio at sample `samples` of the policy's clock."""
@@ -208,6 +209,7 @@ class Session:
             self.policy.files = self.from_file
             behind = not self.from_file and self.unprocessed_s >= self.chunk_s
             job = self.policy.next_job(final=final, catch_up=behind)
+            self._encode_ahead()
             if job is not None and (not final or num_final < MAX_FINAL_DECODES):
                 num_final += final
                 await self._decode(job, final, generation)
@@ -232,6 +234,18 @@ class Session:
                     except TimeoutError:
                         self.stalled = True
             self.progress.set()
+
+    def _encode_ahead(self) -> None:
+        """Have the engine encode the window of the decode the policy expects next (`policy.ahead`:
+        Whisper's final, while the silence that ends an utterance is awaited), or drop one gone stale."""
+        ahead = getattr(self.policy, "ahead", None)
+        if ahead is self.ahead:
+            return
+        if self.ahead is not None and self.ahead.encoding is not None:  # not taken over by a decode
+            self.engine.drop(self.ahead.encoding)
+        if ahead is not None:
+            self.engine.encode_window_ahead(ahead)
+        self.ahead = ahead
 
     async def _ingest(self) -> None:
         """Run the VAD over new audio and hand it to the policy, up to the end of the next turn (where

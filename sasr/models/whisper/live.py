@@ -25,7 +25,9 @@ dropped. Silence costs no decode. Word timings come from the decoder's cross-att
 Each decode brings the tokens the session's last decode wrote after the committed ones as a draft:
 the engine checks it in the prefill and keeps what its own sampling would have written, so the text
 is the same and every token guessed right is a decode step saved. A partial's words are shown, never
-timed: it asks for no alignment (no cross-attention weights, no DTW).
+timed: it asks for no alignment (no cross-attention weights, no DTW). Once TAIL_S of silence follows
+the speech (all of it a final hears), the final it would bring is made `ahead` and the session has its
+window encoded while the rest of ENDPOINT_S is awaited; speech that goes on makes it stale.
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -181,6 +183,9 @@ class StreamingPolicy(LiveBuffer):
     upload: object | None = None  # the long_form generator
     upload_next: LiveJob | None = None  # the window it asked for after the last one
     upload_words: list[TimedWord] = field(default_factory=list)  # what the last window kept
+    # the final that comes if the silence after the last voiced frame lasts until ENDPOINT_S: made once
+    # TAIL_S of it (all the final hears) has come, so its window is encoded while the endpoint is awaited
+    ahead: LiveJob | None = None
 
     @property
     def heard_samples(self) -> int:
@@ -215,6 +220,7 @@ class StreamingPolicy(LiveBuffer):
             position = self.tracker.position
             if ended is not None:
                 return self._final(ended[1])
+            self._look_ahead(position)
             if not self.tracker.in_speech:
                 self._trim_silence(position)
             elif position >= self.next_partial > 0:
@@ -267,7 +273,7 @@ class StreamingPolicy(LiveBuffer):
         the audio after the last word they committed is transcribed as an upload would be."""
         end = round(self.last_sent.end_s * SAMPLE_RATE) - self.buffer_start if self.last_sent else 0
         self._close_window(min(max(0, end), len(self.buffer)))
-        self.previous, self.partial, self.next_partial = [], "", 0
+        self.previous, self.partial, self.next_partial, self.ahead = [], "", 0, None
         self.recording = VoicedRecording(self.buffer, origin=self.buffer_start)
         self.recording.voiced.extend(b"\x01" * self.tracker.num_frames)  # frames the tracker took: decoded anyway
 
@@ -292,7 +298,23 @@ class StreamingPolicy(LiveBuffer):
     def _final(self, speech_end: int) -> LiveJob | None:
         self.next_partial = 0
         end = min(self.received_samples, speech_end + round(TAIL_S * SAMPLE_RATE))
-        return self._job(end, FINAL)
+        job, ahead, self.ahead = self._job(end, FINAL), self.ahead, None
+        if job is not None and ahead is not None and (ahead.seed, ahead.end) == (job.seed, job.end):
+            job.encoding, ahead.encoding = ahead.encoding, None  # the same audio (seed: the buffer's start): encoded already
+        return job
+
+    def _look_ahead(self, position: int) -> None:
+        """Once TAIL_S of silence follows the last voiced frame, make the final its endpoint would bring
+        (`ahead`, for the session to have encoded); a voiced frame after it makes it stale."""
+        tail = round(TAIL_S * SAMPLE_RATE)
+        end = self.tracker.last_voiced + tail
+        if self.ahead is not None and (self.ahead.seed, self.ahead.end) == (self.buffer_start, end - self.buffer_start):
+            return
+        self.ahead = None  # stale: the session drops its encoding
+        if self.tracker.in_speech and not self.files and position - self.tracker.last_voiced >= tail:
+            processed = self.processed
+            self.ahead = self._job(end, FINAL)
+            self.processed = processed  # made ahead: nothing is decoded yet
 
     def _trim_silence(self, position: int) -> None:
         """Between utterances: keep only LEAD_S of the silence, for the next onset."""
