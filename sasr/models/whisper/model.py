@@ -70,9 +70,6 @@ class WhisperModel:
         self.device = self.decoder.embed_tokens.weight.device
         self.dtype = self.decoder.embed_tokens.weight.dtype  # the decoder's and its KV cache's
         self.encoder_dtype = model.model.encoder.conv1.weight.dtype  # bf16 where quantised so (quant.py)
-        # the encoding's cross-attention K/V: bf16 too where the encoder is (a CPU with AMX): a token's
-        # cross-attention reads them all, a third of a decode step, and bf16 halves what it reads
-        self.cross_dtype = torch.bfloat16 if self.encoder_dtype == torch.bfloat16 and self.device.type == "cpu" else self.dtype
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, T, D] -> [B, H, T, Dh]
@@ -96,16 +93,15 @@ class WhisperModel:
         layers = self.decoder.layers
         cross_k = torch.stack([self._heads(layer.encoder_attn.k_proj(hidden)) for layer in layers])
         cross_v = torch.stack([self._heads(layer.encoder_attn.v_proj(hidden)) for layer in layers])
-        return cross_k.to(self.cross_dtype), cross_v.to(self.cross_dtype)
+        return cross_k.to(self.dtype), cross_v.to(self.dtype)
 
     def new_cache(self, num_seqs: int, num_audio_frames: int) -> KVCache:
         """A zeroed cache for num_seqs sequences (the engine's arena, or a test's own)."""
         self_shape = (self.num_layers, num_seqs, self.num_heads, self.max_len, self.head_dim)
         cross_shape = (self.num_layers, num_seqs, self.num_heads, num_audio_frames, self.head_dim)
-        zeros = lambda shape, dtype=self.dtype: torch.zeros(shape, device=self.device, dtype=dtype)
+        zeros = lambda shape: torch.zeros(shape, device=self.device, dtype=self.dtype)
         cross_len = torch.full((num_seqs,), num_audio_frames, dtype=torch.long, device=self.device)
-        return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape, self.cross_dtype),
-                       zeros(cross_shape, self.cross_dtype), cross_len)
+        return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape), cross_len)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
@@ -154,7 +150,7 @@ class WhisperModel:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
             cross = layer.encoder_attn
-            q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x))).to(self.cross_dtype)
+            q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
             k, v = cache.cross_k[i][:, :, :cross_kv_len], cache.cross_v[i][:, :, :cross_kv_len]
             if cross_lens is None:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
@@ -163,7 +159,7 @@ class WhisperModel:
                                for a, b, n in runs(cross_lens)])
             if align_heads and i in align_heads:
                 alignment.append(self._attention_weights(q, k, cross_mask, align_heads[i], cross_lens))
-            x = x + cross.out_proj(o.transpose(1, 2).flatten(2).to(x.dtype))
+            x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         return self.decoder.layer_norm(x), (torch.cat(alignment, dim=1) if alignment else None)
 
@@ -174,7 +170,7 @@ class WhisperModel:
         if lens is not None:
             return torch.cat([F.pad(self._attention_weights(q[a:b], k[a:b, :, :n], None, heads), (0, k.shape[2] - n))
                               for a, b, n in runs(lens)])
-        q, k = q.index_select(1, heads).float(), k.index_select(1, heads).float()  # word timings read them in fp32
+        q, k = q.index_select(1, heads), k.index_select(1, heads)
         scores = q @ k.transpose(-1, -2) * self.head_dim ** -0.5  # [B, A, T, F]
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
