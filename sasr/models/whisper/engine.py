@@ -55,16 +55,14 @@ class WhisperEngine(EngineCore):
         """Decode one window in whatever batch the scheduler puts it (with the encoding
         job.encoding started ahead, if it has one: the same audio and frames)."""
         alignment = job.alignment and bool(self.align_heads)
-        sampling = SamplingParams(job.temperature, job.seed)
-        if job.encoding is not None:
+        if job.encoding is not None:  # made by encode_window_ahead: its window only, the rest is filled in here
             seq = job.encoding
-            seq.prefix, seq.max_new_tokens, seq.sampling = job.prefix, job.max_new_tokens, sampling
-            seq.sampled, seq.num_forced, seq.draft = list(job.forced), len(job.forced), list(job.draft)
-            seq.inputs.sot_index, seq.inputs.alignment = job.sot_index, alignment
         else:
-            inputs = WhisperInputs(job.audio, job.num_frames, job.sot_index, alignment)
-            seq = Sequence(job.prefix, job.max_new_tokens, inputs, sampling,
-                           sampled=list(job.forced), num_forced=len(job.forced), draft=list(job.draft))
+            seq = Sequence([], 1, WhisperInputs(job.audio, job.num_frames, job.sot_index))
+        seq.prefix, seq.max_new_tokens = job.prefix, job.max_new_tokens
+        seq.sampling = SamplingParams(job.temperature, job.seed)
+        seq.sampled, seq.num_forced, seq.draft = list(job.forced), len(job.forced), list(job.draft)
+        seq.inputs.sot_index, seq.inputs.alignment = job.sot_index, alignment
         await self.run_sequence(seq, encoded_ahead=job.encoding is not None)
         attention = np.concatenate([x.attention for x in seq.extras]) if alignment else None
         return WindowResult(list(seq.sampled), seq.sum_logprob, seq.extras[0].no_speech_prob, seq.num_forced,

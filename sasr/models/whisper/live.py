@@ -232,11 +232,11 @@ class StreamingPolicy(LiveBuffer):
                     self._drop_history(1)  # the earlier utterances make room for the one being spoken
                 too_long = position - self.buffer_start >= window
                 if too_long:
-                    return self._job(position, FORCED)
+                    return self._decode_to(position, FORCED)
                 if not self.files and not behind:  # behind: the next point's audio is here, decode that
                     kind = COMMIT if self.num_points >= COMMIT_EVERY else PARTIAL
                     self.num_points = 0 if kind == COMMIT else self.num_points
-                    return self._job(position, kind)
+                    return self._decode_to(position, kind)
             elif self.tracker.in_speech and self.next_partial == 0:  # the utterance's first frame
                 self.next_partial, self.num_points = self.tracker.start + self.chunk_samples, 0
         if final and self.tracker.in_speech:
@@ -298,7 +298,7 @@ class StreamingPolicy(LiveBuffer):
     def _final(self, speech_end: int) -> LiveJob | None:
         self.next_partial = 0
         end = min(self.received_samples, speech_end + round(TAIL_S * SAMPLE_RATE))
-        job, ahead, self.ahead = self._job(end, FINAL), self.ahead, None
+        job, ahead, self.ahead = self._decode_to(end, FINAL), self.ahead, None
         if job is not None and ahead is not None and (ahead.seed, ahead.end) == (job.seed, job.end):
             job.encoding, ahead.encoding = ahead.encoding, None  # the same audio (seed: the buffer's start): encoded already
         return job
@@ -312,9 +312,7 @@ class StreamingPolicy(LiveBuffer):
             return
         self.ahead = None  # stale: the session drops its encoding
         if self.tracker.in_speech and not self.files and position - self.tracker.last_voiced >= tail:
-            processed = self.processed
             self.ahead = self._job(end, FINAL)
-            self.processed = processed  # made ahead: nothing is decoded yet
 
     def _trim_silence(self, position: int) -> None:
         """Between utterances: keep only LEAD_S of the silence, for the next onset."""
@@ -324,6 +322,11 @@ class StreamingPolicy(LiveBuffer):
         if cut > 0 and not self.committed:
             self._cut(min(cut, len(self.buffer)))
 
+    def _decode_to(self, end: int, kind: str) -> LiveJob | None:
+        """The decode at a decision point, which covers the audio up to session sample `end`."""
+        self.processed = max(self.processed, end - self.buffer_start)
+        return self._job(end, kind)
+
     def _job(self, end: int, kind: str, fallback: int = 0) -> LiveJob | None:
         """A decode of the buffer up to session sample `end`, the committed tokens forced.
 
@@ -331,7 +334,6 @@ class StreamingPolicy(LiveBuffer):
         hear the whole buffer. Partials and commit decodes are padded by PAD_S, the rest to 30 s.
         """
         end -= self.buffer_start
-        self.processed = max(self.processed, end)
         skip, num_prompt = (self.history[-1][0], self.history[-1][1]) if kind == PARTIAL and self.history else (0, 0)
         window = self.buffer[skip:end]
         if len(window) < VAD_FRAME_SAMPLES:
