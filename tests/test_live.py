@@ -144,7 +144,7 @@ async def test_word_timings_are_where_the_words_were_spoken(engine, tmp_path):
 
 def test_a_finals_window_is_made_ahead_while_its_endpoint_is_awaited(engine):
     """Once 0.3 s of silence follows speech (all of it a final hears), the policy makes the final its
-    0.5 s endpoint would bring; speech that goes on makes it stale; the final takes its encoding."""
+    0.5 s endpoint would bring; speech that goes on makes it stale; the endpoint's final is that decode."""
     from sasr.models.whisper import live
 
     policy = engine.stream_policy("en", 1.0)
@@ -169,43 +169,51 @@ def test_a_finals_window_is_made_ahead_while_its_endpoint_is_awaited(engine):
     feed(0.5, 0.9)  # speech went on: a pause inside the utterance
     assert policy.ahead is None
     feed(0.35, 0.0)
-    encoding = policy.ahead.encoding = object()  # as the session has it encoded
+    ahead = policy.ahead
     jobs = feed(0.2, 0.0)  # the endpoint: 0.5 s of silence
-    assert [job.kind for job in jobs] == [live.FINAL] and jobs[0].encoding is encoding
+    assert [job.kind for job in jobs] == [live.FINAL] and jobs[0] is ahead  # the decode the session ran ahead
     assert policy.ahead is None
 
 
-async def test_a_finals_window_is_encoded_while_its_endpoint_is_awaited(engine, tmp_path, monkeypatch):
-    """Live, on speech: every final finds its window encoded ahead (or a stale one was dropped), and
-    the text is the text without encoding ahead."""
+async def test_a_final_is_decoded_while_its_endpoint_is_awaited(engine, tmp_path, monkeypatch):
+    """Live, on speech: finals are decoded while their endpoint is awaited (each decode run ahead is
+    the final's, or dropped when speech went on), and the text is the text without running them ahead."""
+    from sasr.live.session import Session
     from sasr.models.whisper import live
 
     said = [read16k(speak(text, tmp_path / f"{i}.wav", voice="en-us", speed=165)) for i, text in enumerate(EVERYDAY[:3])]
     silence = lambda s: np.zeros(round(s * 16000), np.float32)
     audio = np.concatenate([said[0], silence(0.4), said[1], silence(1.0), said[2], silence(1.0)])
-    monkeypatch.setattr(engine, "encode_window_ahead", lambda job: None)
-    plain = (await replay_stream(engine, audio, "live"))[-1].text  # every window encoded when asked for
+    monkeypatch.setattr(live.StreamingPolicy, "_look_ahead", lambda policy, position: None)
+    plain = (await replay_stream(engine, audio, "live"))[-1].text  # each final decoded once its endpoint came
     monkeypatch.undo()
 
-    made, dropped, finals = [], [], []
-    encode, drop, run_window = engine.encode_window_ahead, engine.drop, engine.run_window
+    made, dropped, used = [], [], []
+    look_ahead, drop_ahead, update = live.StreamingPolicy._look_ahead, Session._drop_ahead, live.StreamingPolicy.update
 
-    def encode_ahead(job):
-        made.append(job)
-        encode(job)
+    def looked(policy, position):
+        look_ahead(policy, position)
+        if policy.ahead is not None and not any(policy.ahead is job for job in made):
+            made.append(policy.ahead)
 
-    async def recorded(job):
+    def drop(session):
+        if session.ahead is not None:
+            dropped.append(session.ahead[0])
+        drop_ahead(session)
+
+    def updated(policy, job, result, final=False):
         if job.kind == live.FINAL:
-            finals.append(job.encoding is not None)
-        return await run_window(job)
+            used.append(job)
+        return update(policy, job, result, final)
 
-    monkeypatch.setattr(engine, "encode_window_ahead", encode_ahead)
-    monkeypatch.setattr(engine, "drop", lambda seq: dropped.append(seq) or drop(seq))
-    monkeypatch.setattr(engine, "run_window", recorded)
+    monkeypatch.setattr(live.StreamingPolicy, "_look_ahead", looked)
+    monkeypatch.setattr(Session, "_drop_ahead", drop)
+    monkeypatch.setattr(live.StreamingPolicy, "update", updated)
     events = await replay_stream(engine, audio, "live")
     assert events[-1].text == plain
-    assert sum(finals) >= 2  # each utterance's final (a pause under 0.5 s is inside one)
-    assert len(made) == sum(finals) + len(dropped)  # each encoding made ahead was used or dropped
+    taken = [job for job in made if any(job is final for final in used)]
+    assert len(taken) >= 2  # each utterance's final (a pause under 0.5 s is inside one)
+    assert sorted(map(id, made)) == sorted(map(id, taken + dropped))  # every decode run ahead: used or dropped
 
 
 async def test_silence_and_noise_cost_no_decode_and_give_no_words(engine):

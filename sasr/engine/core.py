@@ -180,30 +180,14 @@ class EngineCore:
         self.inbox.put((action, seq))
         self.wake.set()
 
-    def encode_ahead(self, inputs) -> Sequence | None:
-        """Start encoding a decode's inputs before it is asked for (a decode likely to come): a
-        Sequence to fill in and pass to run_sequence then, or to `drop`. None where the runner does
-        not encode ahead (the prefill encodes)."""
-        if self.to_encode is None:
-            return None
-        seq = Sequence([], 1, inputs, ready=False)
-        self.to_encode.put(seq)
-        return seq
-
-    @staticmethod
-    def drop(seq: Sequence) -> None:
-        """A sequence from encode_ahead that will not run: the encoder skips it if it has not started."""
-        seq.status = Status.ABORTED
-
-    async def run_sequence(self, seq: Sequence, encoded_ahead: bool = False) -> Sequence:
-        """Run one sequence in whatever batches the scheduler puts it; cancellation frees its place.
-        encoded_ahead: it came from encode_ahead (its inputs are with the encoder, or done)."""
+    async def run_sequence(self, seq: Sequence) -> Sequence:
+        """Run one sequence in whatever batches the scheduler puts it; cancellation frees its place."""
         if self.failure is not None:
             raise RuntimeError("the engine has stopped after repeated faults") from self.failure
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         seq.on_finish = lambda s: loop.call_soon_threadsafe(lambda: done.done() or done.set_result(s))
-        if self.to_encode is not None and not encoded_ahead:
+        if self.to_encode is not None:
             seq.ready = False
             self.to_encode.put(seq)
         self._submit("add", seq)

@@ -88,6 +88,7 @@ class Session:
         self.started: float | None = None  # when the first audio came (the clock a file sender outruns)
         self.from_file = False  # the client has sent audio faster than speech: transcribed as an upload
         self.stalled = False  # a file sender has sent nothing for STALL_S: decode what it sent, to its end
+        self.ahead = None  # (job, its decode): the policy's next final, decoded ahead (see _decode_ahead)
         self._restart(0)
         self.task = asyncio.create_task(self._run())
 
@@ -103,7 +104,7 @@ class Session:
         self.turn_start: int | None = None  # where the open turn began (with its padding)
         self.closing: int | None = None  # where the speech ended of a turn whose last words are being decoded
         self.last_closed = 0  # where the last turn closed
-        self.ahead = None  # the policy's window being encoded ahead (see _encode_ahead)
+        self._drop_ahead()  # for the policy before
 
     def _ms(self, samples: int) -> int:
         """Milliseconds of session audio at sample `samples` of the policy's clock."""
@@ -195,6 +196,12 @@ class Session:
         self.task.cancel()
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            self._drop_ahead()
+
+    async def _loop(self) -> None:
         num_final = 0  # decodes of the turn (or the session's end) being closed
         while True:
             await asyncio.sleep(0)  # a pass with nothing to wait for must not starve every other session
@@ -209,10 +216,11 @@ class Session:
             self.policy.files = self.from_file
             behind = not self.from_file and self.unprocessed_s >= self.chunk_s
             job = self.policy.next_job(final=final, catch_up=behind)
-            self._encode_ahead()
-            if job is not None and (not final or num_final < MAX_FINAL_DECODES):
+            run = job is not None and (not final or num_final < MAX_FINAL_DECODES)
+            decoded = self._decode_ahead(job if run else None)  # the decode run ahead, if it is job's
+            if run:
                 num_final += final
-                await self._decode(job, final, generation)
+                await self._decode(job, final, generation, decoded)
             elif self.closing is not None:
                 start = self.turn_start if self.turn_start is not None else self.last_closed
                 await self.listener.turn_closed(ms(max(0, self.closing - start)))
@@ -235,17 +243,31 @@ class Session:
                         self.stalled = True
             self.progress.set()
 
-    def _encode_ahead(self) -> None:
-        """Have the engine encode the window of the decode the policy expects next (`policy.ahead`:
-        Whisper's final, while the silence that ends an utterance is awaited), or drop one gone stale."""
-        ahead = getattr(self.policy, "ahead", None)
-        if ahead is self.ahead:
-            return
-        if self.ahead is not None and self.ahead.encoding is not None:  # not taken over by a decode
-            self.engine.drop(self.ahead.encoding)
-        if ahead is not None:
-            self.engine.encode_window_ahead(ahead)
-        self.ahead = ahead
+    def _decode_ahead(self, job) -> asyncio.Future | None:
+        """Have the engine run the decode the policy expects next (`policy.ahead`: Whisper's final,
+        while the silence that ends an utterance is awaited), or cancel one gone stale. Returns the
+        decode of `job` where it is the one run ahead."""
+        ahead, taken = getattr(self.policy, "ahead", None), None
+        if self.ahead is not None and self.ahead[0] is not ahead:
+            if self.ahead[0] is job:
+                taken, self.ahead = self.ahead[1], None
+            else:
+                self._drop_ahead()
+        if ahead is not None and self.ahead is None:
+            self._count(ahead)
+            decode = asyncio.ensure_future(self.engine.run_window(ahead))
+            decode.add_done_callback(lambda d: d.cancelled() or d.exception())  # a dropped one's error is nobody's
+            self.ahead = (ahead, decode)
+        return taken
+
+    def _count(self, job) -> None:
+        self.engine.metrics.inc("sasr_live_decodes_total", help="Decodes run for live sessions, by kind",
+                                kind=getattr(job, "kind", "chunk"))
+
+    def _drop_ahead(self) -> None:
+        if self.ahead is not None:
+            self.ahead[1].cancel()  # the engine drops its sequence
+            self.ahead = None
 
     async def _ingest(self) -> None:
         """Run the VAD over new audio and hand it to the policy, up to the end of the next turn (where
@@ -331,12 +353,13 @@ class Session:
         self.generation += 1
         await self.listener.cleared()
 
-    async def _decode(self, job, final: bool, generation: int) -> None:
-        """Run one decode the policy asked for and send what it commits."""
+    async def _decode(self, job, final: bool, generation: int, decoded: asyncio.Future | None = None) -> None:
+        """Run one decode the policy asked for (or await it, `decoded`, where it ran ahead) and send what it
+        commits."""
         audio_ms = self._ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
-        self.engine.metrics.inc("sasr_live_decodes_total", help="Decodes run for live sessions, by kind",
-                                kind=getattr(job, "kind", "chunk"))
-        result = await self.engine.run_window(job)
+        if decoded is None:
+            self._count(job)
+        result = await (decoded if decoded is not None else self.engine.run_window(job))
         if generation != self.generation:
             return  # cleared meanwhile: the policy it was for is gone
         words = self.policy.update(job, result, final=final)

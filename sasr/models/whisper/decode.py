@@ -59,7 +59,6 @@ class WindowJob:
     forced: list[int] = field(default_factory=list)  # tokens after the prefix, known in advance
     draft: list[int] = field(default_factory=list)  # tokens likely to follow them (checked, never forced)
     alignment: bool = False  # also return the alignment heads' cross-attention (for word timings)
-    encoding: object | None = None  # the engine's handle on this window's encoding, started ahead
 
 
 @dataclass

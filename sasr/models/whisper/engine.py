@@ -47,23 +47,13 @@ class WhisperEngine(EngineCore):
         policy.context = self.vocab.encode(" " + prompt.strip()) if prompt else []
         return policy
 
-    def encode_window_ahead(self, job: WindowJob) -> None:
-        """Start encoding a window that a decode will likely ask for (job.encoding: its handle)."""
-        job.encoding = self.encode_ahead(WhisperInputs(job.audio, job.num_frames, job.sot_index))
-
     async def run_window(self, job: WindowJob) -> WindowResult:
-        """Decode one window in whatever batch the scheduler puts it (with the encoding
-        job.encoding started ahead, if it has one: the same audio and frames)."""
+        """Decode one window in whatever batch the scheduler puts it."""
         alignment = job.alignment and bool(self.align_heads)
-        if job.encoding is not None:  # made by encode_window_ahead: its window only, the rest is filled in here
-            seq = job.encoding
-        else:
-            seq = Sequence([], 1, WhisperInputs(job.audio, job.num_frames, job.sot_index))
-        seq.prefix, seq.max_new_tokens = job.prefix, job.max_new_tokens
-        seq.sampling = SamplingParams(job.temperature, job.seed)
-        seq.sampled, seq.num_forced, seq.draft = list(job.forced), len(job.forced), list(job.draft)
-        seq.inputs.sot_index, seq.inputs.alignment = job.sot_index, alignment
-        await self.run_sequence(seq, encoded_ahead=job.encoding is not None)
+        inputs = WhisperInputs(job.audio, job.num_frames, job.sot_index, alignment)
+        seq = Sequence(job.prefix, job.max_new_tokens, inputs, SamplingParams(job.temperature, job.seed),
+                       sampled=list(job.forced), num_forced=len(job.forced), draft=list(job.draft))
+        await self.run_sequence(seq)
         attention = np.concatenate([x.attention for x in seq.extras]) if alignment else None
         return WindowResult(list(seq.sampled), seq.sum_logprob, seq.extras[0].no_speech_prob, seq.num_forced,
                             attention, seq.logprobs)

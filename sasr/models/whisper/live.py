@@ -26,8 +26,9 @@ Each decode brings the tokens the session's last decode wrote after the committe
 the engine checks it in the prefill and keeps what its own sampling would have written, so the text
 is the same and every token guessed right is a decode step saved. A partial's words are shown, never
 timed: it asks for no alignment (no cross-attention weights, no DTW). Once TAIL_S of silence follows
-the speech (all of it a final hears), the final it would bring is made `ahead` and the session has its
-window encoded while the rest of ENDPOINT_S is awaited; speech that goes on makes it stale.
+the speech (all of it a final hears), the final it would bring is made `ahead` and the session has it
+decoded while the rest of ENDPOINT_S is awaited (the same decode, so the same words, only sooner);
+speech that goes on, or words committed meanwhile, make it stale.
 
 Decision points are met in audio order, frame by frame, so what a session commits depends on its
 audio alone (and on whether it streams a file), not on how busy the server is; a live session the
@@ -114,6 +115,12 @@ class LiveJob(WindowJob):
     fallback: int = 0  # index into FALLBACK_TEMPERATURES
 
 
+def same_decode(a: LiveJob, b: LiveJob) -> bool:
+    """Whether two jobs decode to the same tokens (a draft changes none)."""
+    key = lambda job: (job.seed, job.end, job.kind, job.temperature, job.prefix, job.forced)
+    return key(a) == key(b)
+
+
 def words_of(vocab: WhisperVocab, result: WindowResult, num_audio_samples: int) -> list[Word]:
     """The decode's words, forced ones first (a word never spans the two), with times in seconds
     from the window's start."""
@@ -184,7 +191,7 @@ class StreamingPolicy(LiveBuffer):
     upload_next: LiveJob | None = None  # the window it asked for after the last one
     upload_words: list[TimedWord] = field(default_factory=list)  # what the last window kept
     # the final that comes if the silence after the last voiced frame lasts until ENDPOINT_S: made once
-    # TAIL_S of it (all the final hears) has come, so its window is encoded while the endpoint is awaited
+    # TAIL_S of it (all the final hears) has come, so it is decoded while the endpoint is awaited
     ahead: LiveJob | None = None
 
     @property
@@ -299,20 +306,19 @@ class StreamingPolicy(LiveBuffer):
         self.next_partial = 0
         end = min(self.received_samples, speech_end + round(TAIL_S * SAMPLE_RATE))
         job, ahead, self.ahead = self._decode_to(end, FINAL), self.ahead, None
-        if job is not None and ahead is not None and (ahead.seed, ahead.end) == (job.seed, job.end):
-            job.encoding, ahead.encoding = ahead.encoding, None  # the same audio (seed: the buffer's start): encoded already
-        return job
+        return ahead if job is not None and ahead is not None and same_decode(ahead, job) else job  # ahead: run already
 
     def _look_ahead(self, position: int) -> None:
         """Once TAIL_S of silence follows the last voiced frame, make the final its endpoint would bring
-        (`ahead`, for the session to have encoded); a voiced frame after it makes it stale."""
+        (`ahead`, for the session to have run); a voiced frame after it, or words committed since,
+        make it stale."""
         tail = round(TAIL_S * SAMPLE_RATE)
-        end = self.tracker.last_voiced + tail
-        if self.ahead is not None and (self.ahead.seed, self.ahead.end) == (self.buffer_start, end - self.buffer_start):
+        if not self.tracker.in_speech or self.files or position - self.tracker.last_voiced < tail:
+            self.ahead = None  # none due, or stale: the session drops its decode
             return
-        self.ahead = None  # stale: the session drops its encoding
-        if self.tracker.in_speech and not self.files and position - self.tracker.last_voiced >= tail:
-            self.ahead = self._job(end, FINAL)
+        job = self._job(self.tracker.last_voiced + tail, FINAL)
+        if self.ahead is None or job is None or not same_decode(self.ahead, job):
+            self.ahead = job
 
     def _trim_silence(self, position: int) -> None:
         """Between utterances: keep only LEAD_S of the silence, for the next onset."""
