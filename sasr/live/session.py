@@ -15,6 +15,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 
 import numpy as np
 
@@ -353,13 +354,14 @@ class Session:
         self.generation += 1
         await self.listener.cleared()
 
-    async def _decode(self, job, final: bool, generation: int, decoded: asyncio.Future | None = None) -> None:
+    async def _decode(self, job, final: bool, generation: int, decoded: Awaitable | None = None) -> None:
         """Run one decode the policy asked for (or await it, `decoded`, where it ran ahead) and send what it
         commits."""
         audio_ms = self._ms(self.policy.buffer_start + job.end)  # the session audio the decode hears
         if decoded is None:
             self._count(job)
-        result = await (decoded if decoded is not None else self.engine.run_window(job))
+            decoded = self.engine.run_window(job)
+        result = await decoded
         if generation != self.generation:
             return  # cleared meanwhile: the policy it was for is gone
         words = self.policy.update(job, result, final=final)
