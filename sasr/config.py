@@ -35,7 +35,7 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "auto: float16 (Whisper) or bfloat16 (Qwen3-ASR) on cuda, float32 on cpu"
     )] = "auto"
     quantize: Annotated[Literal["auto", "none", "int8", "bf16"], setting(
-        "Whisper on the CPU: int8 runs the encoder's linear layers in int8, bf16 the whole encoder in bf16; "
+        "Whisper on the CPU: int8 runs the encoder's linear layers in int8, bf16 the whole model in bf16; "
         "auto: bf16 where the CPU has AMX (2.9x faster than int8), else int8 where it has AVX-512 VNNI "
         "(measured 1.65x faster than fp32 at fp32's accuracy), none elsewhere and on cuda"
     )] = "auto"

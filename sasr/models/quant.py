@@ -15,10 +15,15 @@ steps stay fp32, but for the vocabulary projection. A few rows a step are bound 
 AVX-512 BF16 they are read in bf16 (`Bf16Projection`: 1.2 ms), each row on its own.
 
 A CPU with AMX (Intel's tile units: Sapphire Rapids and later) multiplies bf16 matrices several
-times faster than fbgemm's int8 on AVX-512: there the whole encoder and the cross-attention K/V
-projections run in bf16 (mode bf16), with fp32 accumulation and fp32 K/V handed to the decoder.
-Two 30 s windows encode in 88 ms against int8's 256 ms and fp32's 289 ms (Intel Xeon with AMX,
-2 cores), nearer fp32 too: the encoder output's relative error is 1.1% against int8's 3.7%.
+times faster than fbgemm's int8 on AVX-512: there the whole model runs in bf16 (mode bf16: encoder,
+decoder and KV arena; products accumulate in fp32). Two 30 s windows encode in 88 ms against int8's
+256 ms and fp32's 289 ms (Intel Xeon with AMX, 2 cores), nearer fp32 too: the encoder output's
+relative error is 1.1% against int8's 3.7%. A decode step is bound by reading the cross-attention
+K/V and the weights, half as many bytes in bf16: 8 rows 39 -> 29 ms, 16 rows 68 -> 48 ms against
+an fp32 decoder (bench/step.py). oneDNN's bf16 products give a row the same numbers whatever rows
+are beside it up to 32 rows, but a kernel for more rows may round otherwise, and so does attention
+over a longer masked tail: the runner prefills each sequence on its own and has every decode row
+attend over the whole self-attention length, so a sequence's tokens do not depend on its batch.
 """
 
 from __future__ import annotations
@@ -149,8 +154,8 @@ def quantize_whisper(model, mode: str) -> None:
     cross-attention key/value projections (which only ever see encoder output); the decoder's token
     path stays fp32, but for the vocabulary projection, which reads a bf16 copy of the tied embedding
     where the CPU has AVX-512 BF16 (`Bf16Projection`; token embeddings stay fp32).
-    bf16: the same layers (the whole encoder) with bf16 weights, for a CPU with AMX; the vocabulary
-    projection as with int8.
+    bf16: the whole model in bf16 (encoder, decoder, and so the KV arena), for a CPU with AMX; the
+    vocabulary projection reads its own bf16 copy and returns fp32 logits.
     """
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {mode!r}")
@@ -159,16 +164,14 @@ def quantize_whisper(model, mode: str) -> None:
     if next(model.parameters()).device.type != "cpu" or next(model.parameters()).dtype != torch.float32:
         raise ValueError(f"{mode} is for fp32 models on the CPU")
     if mode == "bf16":
-        model.model.encoder.to(torch.bfloat16)
-        window_linear = lambda linear: linear.to(torch.bfloat16)  # noqa: E731
+        model.model.to(torch.bfloat16)  # encoder and decoder
     else:
         if not int8_supported():
             raise ValueError("this torch build has no quantized engine for int8")
         quantize_linears(model.model.encoder, {"fc2": FC2_ROWS_PER_SCALE})
-        window_linear = Int8Linear
-    for layer in model.model.decoder.layers:  # the cross-attention K/V projections see only encoder output
-        layer.encoder_attn.k_proj = window_linear(layer.encoder_attn.k_proj)
-        layer.encoder_attn.v_proj = window_linear(layer.encoder_attn.v_proj)
+        for layer in model.model.decoder.layers:  # the cross-attention K/V projections see only encoder output
+            layer.encoder_attn.k_proj = Int8Linear(layer.encoder_attn.k_proj)
+            layer.encoder_attn.v_proj = Int8Linear(layer.encoder_attn.v_proj)
     if "avx512_bf16" in cpu_flags():
         model.proj_out = Bf16Projection(model.proj_out.weight)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from sasr.audio.constants import HOP_SAMPLES, WINDOW_SAMPLES
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, StepOutput
@@ -106,6 +107,11 @@ class ModelRunner:
 
     def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
+        if self.device.type == "cpu":
+            # every row attends over all positions, masked past its own: with the longest row's length
+            # instead, a row's bf16 attention rounds otherwise beside a longer one (its text would
+            # depend on its batch); 0.2 ms a layer at 8 rows
+            kv_len = self.model.max_len
         hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
                                             cross_kv_len, self.align_heads if align else None,
                                             self._row_cross_lens(range(num_rows)))
@@ -169,7 +175,7 @@ class ModelRunner:
     def prefill(self, new: list[NewSequence], first_slot: int, align: bool):
         """Encode the new windows into their slots, prefill their prefixes and drafts. Returns logits
         [sum(len(draft) + 1), V] (per sequence: the queries predicting its first token and each draft
-        token's successor), P(no speech) of each and, if asked, the alignment weights [N, A, width, audio frames]."""
+        token's successor), P(no speech) of each and, if asked, each one's alignment weights [A, width, audio frames]."""
         inputs: list[WhisperInputs] = [seq.inputs for seq in new]
         fresh = [i for i, x in enumerate(inputs) if x.encoded is None]
         for num_frames in sorted({inputs[i].num_frames for i in fresh}):  # one encoder pass per window size
@@ -180,7 +186,6 @@ class ModelRunner:
             if x.encoded is not None:
                 self._store(x.encoded[0][:, None], x.encoded[1][:, None], [first_slot + i])
                 x.encoded = None
-        cache = self.arena.rows(first_slot, first_slot + len(new))
         known = [seq.prefix + seq.draft for seq in new]
         width = max(map(len, known))
         for i, tokens in enumerate(known):
@@ -188,9 +193,22 @@ class ModelRunner:
             self.np_prompts[i, len(tokens) : width] = 0
         tokens = self.host_prompts[: len(new), :width].to(self.device, non_blocking=True)
         positions = torch.arange(width, device=self.device).expand(len(new), width)
-        slots = range(first_slot, first_slot + len(new))
-        hidden, weights = self.model.decode(cache, tokens, positions, width, self._cross_kv_len(slots),
-                                            self.align_heads if align else None, self._row_cross_lens(slots))
+        heads = self.align_heads if align else None
+        if self.device.type == "cpu":
+            # each sequence on its own: a matrix product's kernel (so its rounding) turns on how many rows
+            # it has, and a sequence's prefill must not depend on what it is batched with (a bf16 decoder)
+            parts = []
+            for i, (seq, known_tokens) in enumerate(zip(new, known)):
+                slot, n = range(first_slot + i, first_slot + i + 1), len(known_tokens)
+                parts.append(self.model.decode(self.arena.rows(slot.start, slot.stop), tokens[i : i + 1, :n],
+                                               positions[:1, :n], n, self._cross_kv_len(slot),
+                                               heads if seq.inputs.alignment else None, self._row_cross_lens(slot)))
+            hidden = torch.cat([F.pad(h, (0, 0, 0, width - h.shape[1])) for h, _ in parts])
+            weights = [None if w is None else w[0] for _, w in parts]
+        else:
+            slots = range(first_slot, first_slot + len(new))
+            hidden, weights = self.model.decode(self.arena.rows(slots.start, slots.stop), tokens, positions, width,
+                                                self._cross_kv_len(slots), heads, self._row_cross_lens(slots))
         rows = [i for i, seq in enumerate(new) for _ in range(len(seq.draft) + 1)]
         queries = [len(seq.prefix) - 1 + j for seq in new for j in range(len(seq.draft) + 1)]
         sot = [x.sot_index for x in inputs]
@@ -276,7 +294,7 @@ class ModelRunner:
                 # from the query that predicts the first token after the start sequence (the
                 # <|sot|> of English-only models; <|transcribe|> of multilingual ones) to the last accepted
                 queries = slice(len(seq.prefix) - len(seq.sampled) - 1, len(seq.prefix) + n)
-                attention = weights[i, :, queries, : self.cross_lens[len(batch.decode) + i]].transpose(0, 1)
+                attention = weights[i][:, queries, : self.cross_lens[len(batch.decode) + i]].transpose(0, 1)
                 attention = attention.half().cpu().numpy()  # [queries, A, F]
             extras[seq.seq_id] = WhisperExtras(no_speech_prob=p, attention=attention)
         return StepOutput(tokens=out_tokens, logprobs=out_logprobs, extras=extras, accepted=accepted)
