@@ -19,11 +19,11 @@ times faster than fbgemm's int8 on AVX-512: there the whole model runs in bf16 (
 decoder and KV arena; products accumulate in fp32). Two 30 s windows encode in 88 ms against int8's
 256 ms and fp32's 289 ms (Intel Xeon with AMX, 2 cores), nearer fp32 too: the encoder output's
 relative error is 1.1% against int8's 3.7%. A decode step is bound by reading the cross-attention
-K/V and the weights, half as many bytes in bf16: 8 rows 39 -> 29 ms, 16 rows 68 -> 48 ms against
+K/V and the weights, half as many bytes in bf16: 8 rows 37 -> 24 ms, 16 rows 58 -> 39 ms against
 an fp32 decoder (bench/step.py). oneDNN's bf16 products give a row the same numbers whatever rows
 are beside it up to 32 rows, but a kernel for more rows may round otherwise, and so does attention
-over a longer masked tail: the runner prefills each sequence on its own and has every decode row
-attend over the whole self-attention length, so a sequence's tokens do not depend on its batch.
+over a masked tail: the runner prefills each sequence on its own, and on the CPU each decode row
+attends to its own positions alone, so a sequence's tokens do not depend on its batch.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class WhisperModel:
     def decode(
         self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
         cross_kv_len: int | None = None, align_heads: dict[int, torch.Tensor] | None = None,
-        cross_lens: list[int] | None = None,
+        cross_lens: list[int] | None = None, self_lens: list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D] and, with
         align_heads ({layer: [head, ...]}), those heads' cross-attention weights [B, A, T, cross_kv_len].
@@ -126,7 +126,9 @@ class WhisperModel:
         cross_lens (the same lengths, on the host): each run of rows with equal lengths attends its
         own frames in a call of its own instead, unmasked, reading no frame past its encodings (eager
         only: a CPU batch of 10 s partials and 30 s finals otherwise reads every row's K/V as far as
-        the longest's, 20% of a step at 8 rows).
+        the longest's, 20% of a step at 8 rows). self_lens (one query a row, on the host): each row
+        attends to its own positions in a call of its own, unmasked (eager only: in bf16 a masked tail
+        as long as another row's rounds a row's attention otherwise, so its text would depend on its batch).
         """
         batch = tokens.shape[0]
         # mask: [B, 1, T, kv_len], True where the key may be attended to
@@ -147,7 +149,11 @@ class WhisperModel:
             cache.self_k[i][rows, :, positions] = attn.k_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
             cache.self_v[i][rows, :, positions] = attn.v_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
             k, v = cache.self_k[i][:, :, :kv_len], cache.self_v[i][:, :, :kv_len]
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if self_lens is None:
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                o = torch.cat([F.scaled_dot_product_attention(q[b : b + 1], k[b : b + 1, :, :n], v[b : b + 1, :, :n])
+                               for b, n in enumerate(self_lens)])
             x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
             cross = layer.encoder_attn
             q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))

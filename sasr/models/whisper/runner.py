@@ -107,14 +107,11 @@ class ModelRunner:
 
     def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
-        if self.device.type == "cpu":
-            # every row attends over all positions, masked past its own: with the longest row's length
-            # instead, a row's bf16 attention rounds otherwise beside a longer one (its text would
-            # depend on its batch); 0.2 ms a layer at 8 rows
-            kv_len = self.model.max_len
+        cpu = self.device.type == "cpu"  # each row attends to its own positions alone (model.decode)
+        self_lens = (self.np_positions[:num_rows, 0] + 1).tolist() if cpu else None
         hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
                                             cross_kv_len, self.align_heads if align else None,
-                                            self._row_cross_lens(range(num_rows)))
+                                            self._row_cross_lens(range(num_rows)), self_lens)
         return self.model.logits(hidden[:, -1]), weights
 
     def _graph_shapes(self) -> list[tuple[int, int, int]]:
