@@ -186,7 +186,7 @@ async def test_live_text_batched_equals_alone(quantised_engine, clips):
     """Live sessions too: a session's decodes (prefills of different lengths, steps of different batch
     sizes) give it the same words alone as beside others, with the bf16 decoder. int8's decoder is
     fp32, on MKL's products, which round a row by how many rows the step has: its live text can
-    differ by a word beside others (seen here in 2 runs of 4; the README says so)."""
+    differ by a word beside others (seen here in 3 runs of 5; the README says so)."""
     if quantised_engine.runner.model.dtype != torch.bfloat16:
         pytest.skip("int8's fp32 decoder steps are not batch-invariant (MKL)")
     audios = [a for a, _ in clips]
