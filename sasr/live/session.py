@@ -88,6 +88,7 @@ class Session:
         self.generation = 0  # bumped when cleared audio is dropped: work started on it before is void
         self.started: float | None = None  # when the first audio came (the clock a file sender outruns)
         self.from_file = False  # the client has sent audio faster than speech: transcribed as an upload
+        self.live_slack_s = LIVE_SLACK_S  # (a test's replay sets its own pace here)
         self.stalled = False  # a file sender has sent nothing for STALL_S: decode what it sent, to its end
         self.ahead = None  # (job, its decode): the policy's next final, decoded ahead (see _decode_ahead)
         self._restart(0)
@@ -149,7 +150,7 @@ class Session:
         if self.started is None and len(audio):
             self.started = time.monotonic()
         elapsed = time.monotonic() - self.started if self.started is not None else 0.0
-        if (self.num_received + len(audio)) / SAMPLE_RATE > elapsed + LIVE_SLACK_S:
+        if (self.num_received + len(audio)) / SAMPLE_RATE > elapsed + self.live_slack_s:
             self.from_file = True
         buffered = self.policy.buffered_s + (self.num_incoming + self.num_heard + len(audio)) / SAMPLE_RATE
         limit = self.max_file_s if self.from_file else self.max_buffer_s

@@ -58,21 +58,17 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
         async def send_text(self, text: str) -> None:
             events.append(server_event_decoder.decode(text))
 
-    slack = live_session.LIVE_SLACK_S
-    live_session.LIVE_SLACK_S = -1.0 if pace == "file" else 1e9
-    try:
-        session = live_session.Session(engine, StreamListener(Recorder(), partials), DEFAULT_AUDIO_FORMAT)
-        step = round(frame_s * SAMPLE_RATE)
-        for start in range(0, len(audio), step):
-            session._take(audio[start : start + step])
-            if pace == "live":
-                while session.unprocessed_s > 0 or session.incoming:
-                    session.progress.clear()
-                    await asyncio.wait_for(session.progress.wait(), 60)
-            else:
-                await session.wait_for_room()
-        await session.finish()
-        events.append(TranscriptFinal(text=session.text, audio_ms=session.received_ms))
-    finally:
-        live_session.LIVE_SLACK_S = slack
+    session = live_session.Session(engine, StreamListener(Recorder(), partials), DEFAULT_AUDIO_FORMAT)
+    session.live_slack_s = -1.0 if pace == "file" else 1e9  # a file sender at once, or never one
+    step = round(frame_s * SAMPLE_RATE)
+    for start in range(0, len(audio), step):
+        session._take(audio[start : start + step])
+        if pace == "live":
+            while session.unprocessed_s > 0 or session.incoming:
+                session.progress.clear()
+                await asyncio.wait_for(session.progress.wait(), 60)
+        else:
+            await session.wait_for_room()
+    await session.finish()
+    events.append(TranscriptFinal(text=session.text, audio_ms=session.received_ms))
     return events

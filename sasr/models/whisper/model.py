@@ -54,6 +54,11 @@ def runs(lens: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
+def pad_to(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x with zero rows appended along its first dimension up to rows (x itself if it has as many)."""
+    return x if len(x) >= rows else torch.cat([x, x.new_zeros(rows - len(x), *x.shape[1:])])
+
+
 class WhisperModel:
     """Encoder and decoder passes of one Whisper model; the KV cache is passed in."""
 
@@ -103,18 +108,44 @@ class WhisperModel:
         cross_len = torch.full((num_seqs,), num_audio_frames, dtype=torch.long, device=self.device)
         return KVCache(zeros(self_shape), zeros(self_shape), zeros(cross_shape), zeros(cross_shape), cross_len)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [M, V] (fp32) of final hidden states [M, D]."""
+    def logits(self, hidden: torch.Tensor, pad_rows: int = 0) -> torch.Tensor:
+        """Next-token logits [M, V] (fp32) of final hidden states [M, D], computed over at least
+        pad_rows rows (see steady_rows)."""
+        rows = len(hidden)
+        hidden = pad_to(hidden, pad_rows)
         if not isinstance(self.model.proj_out, nn.Linear):  # a reduced-precision copy (sasr.models.quant)
-            return self.model.proj_out(hidden)
+            return self.model.proj_out(hidden)[:rows]
         # W @ h.T rather than h @ W.T: for a few rows MKL runs the former 2-3x faster
-        return torch.mm(self.decoder.embed_tokens.weight, hidden.T).T.float()
+        return torch.mm(self.decoder.embed_tokens.weight, hidden.T).T[:rows].float()
+
+    @torch.inference_mode()
+    def steady_rows(self, max_rows: int) -> int:
+        """The fewest rows from which a decode step's matrix products give each row the same numbers
+        whatever the row count, up to max_rows, on this machine's kernels (1: any count).
+
+        A CPU library picks a product's kernel, and so its rounding, by the number of rows: MKL's
+        fp32 products give a row other last bits at 1-15 rows than at 16 or more (tiny.en's shapes,
+        an Intel Xeon), oneDNN's bf16 ones from 33 rows. Decode steps run with at least this many rows
+        (the rest zeros), so a sequence's tokens do not depend on how many others share its step.
+        Measured with random inputs: the kernel is chosen by shape, not by values.
+        """
+        generator = torch.Generator().manual_seed(0)
+        layer = self.decoder.layers[0]
+        products = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.fc1, layer.fc2, self.logits]
+        inputs = [torch.randn(max_rows, f.in_features if isinstance(f, nn.Linear) else layer.fc1.in_features,
+                              generator=generator).to(self.device, self.dtype) for f in products]
+        full = [f(x) for f, x in zip(products, inputs)]
+        steady = max_rows
+        while steady > 1 and all(torch.equal(f(x[: steady - 1]), out[: steady - 1])
+                                 for f, x, out in zip(products, inputs, full)):
+            steady -= 1
+        return steady
 
     @torch.inference_mode()
     def decode(
         self, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int,
         cross_kv_len: int | None = None, align_heads: dict[int, torch.Tensor] | None = None,
-        cross_lens: list[int] | None = None, self_lens: list[int] | None = None,
+        cross_lens: list[int] | None = None, self_lens: list[int] | None = None, pad_rows: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run tokens [B, T] at positions [B, T]; return the final hidden states [B, T, D] and, with
         align_heads ({layer: [head, ...]}), those heads' cross-attention weights [B, A, T, cross_kv_len].
@@ -128,32 +159,36 @@ class WhisperModel:
         only: a CPU batch of 10 s partials and 30 s finals otherwise reads every row's K/V as far as
         the longest's, 20% of a step at 8 rows). self_lens (one query a row, on the host): each row
         attends to its own positions in a call of its own, unmasked (eager only: in bf16 a masked tail
-        as long as another row's rounds a row's attention otherwise, so its text would depend on its batch).
+        as long as another row's rounds a row's attention otherwise, so its text would depend on its batch);
+        with it, pad_rows: the matrix products run over at least that many rows (zeros past the batch's,
+        see steady_rows).
         """
         batch = tokens.shape[0]
-        # mask: [B, 1, T, kv_len], True where the key may be attended to
-        mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
+        mask = None  # [B, 1, T, kv_len], True where the key may be attended to (no mask row by row)
+        if self_lens is None:
+            pad_rows = 0
+            mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         cross_mask = None
         if cross_kv_len is None:
             cross_kv_len = cache.cross_k.shape[3]
         elif cross_lens is None:  # cross_mask: [B, 1, 1, cross_kv_len]
             cross_mask = (torch.arange(cross_kv_len, device=self.device) < cache.cross_len[:, None])[:, None, None]
         rows = torch.arange(batch, device=self.device)[:, None]  # [B, 1]
-        x = self.decoder.embed_tokens(tokens) + self.decoder.embed_positions.weight[positions]
+        x = pad_to(self.decoder.embed_tokens(tokens) + self.decoder.embed_positions.weight[positions], pad_rows)
         alignment = []
         for i, layer in enumerate(self.decoder.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
             q = self._heads(attn.q_proj(h))
             # k, v: [B, T, H, Dh], written at [b, :, positions[b]]
-            cache.self_k[i][rows, :, positions] = attn.k_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
-            cache.self_v[i][rows, :, positions] = attn.v_proj(h).unflatten(-1, (self.num_heads, self.head_dim))
+            cache.self_k[i][rows, :, positions] = attn.k_proj(h)[:batch].unflatten(-1, (self.num_heads, self.head_dim))
+            cache.self_v[i][rows, :, positions] = attn.v_proj(h)[:batch].unflatten(-1, (self.num_heads, self.head_dim))
             k, v = cache.self_k[i][:, :, :kv_len], cache.self_v[i][:, :, :kv_len]
             if self_lens is None:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             else:
-                o = torch.cat([F.scaled_dot_product_attention(q[b : b + 1], k[b : b + 1, :, :n], v[b : b + 1, :, :n])
-                               for b, n in enumerate(self_lens)])
+                o = pad_to(torch.cat([F.scaled_dot_product_attention(q[b : b + 1], k[b : b + 1, :, :n], v[b : b + 1, :, :n])
+                                      for b, n in enumerate(self_lens)]), pad_rows)
             x = x + attn.out_proj(o.transpose(1, 2).flatten(2))
             cross = layer.encoder_attn
             q = self._heads(cross.q_proj(layer.encoder_attn_layer_norm(x)))
@@ -161,13 +196,13 @@ class WhisperModel:
             if cross_lens is None:
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask)
             else:
-                o = torch.cat([F.scaled_dot_product_attention(q[a:b], k[a:b, :, :n], v[a:b, :, :n])
-                               for a, b, n in runs(cross_lens)])
+                o = pad_to(torch.cat([F.scaled_dot_product_attention(q[a:b], k[a:b, :, :n], v[a:b, :, :n])
+                                      for a, b, n in runs(cross_lens)]), pad_rows)
             if align_heads and i in align_heads:
-                alignment.append(self._attention_weights(q, k, cross_mask, align_heads[i], cross_lens))
+                alignment.append(self._attention_weights(q[:batch], k, cross_mask, align_heads[i], cross_lens))
             x = x + cross.out_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return self.decoder.layer_norm(x), (torch.cat(alignment, dim=1) if alignment else None)
+        return self.decoder.layer_norm(x[:batch]), (torch.cat(alignment, dim=1) if alignment else None)
 
     def _attention_weights(self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None,
                            heads: torch.Tensor, lens: list[int] | None = None) -> torch.Tensor:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sasr.audio.constants import HOP_SAMPLES, WINDOW_SAMPLES
 from sasr.engine.batch import Batch, DecodeRow, NewSequence, StepOutput
@@ -84,6 +83,10 @@ class ModelRunner:
         # numpy views of the staging buffers: filling them allocates no tensors
         self.np_tokens, self.np_positions = self.host_tokens.numpy(), self.host_positions.numpy()
         self.np_prompts = self.host_prompts.numpy()
+        # on the CPU a step's products run over at least this many rows: a row's numbers (so its
+        # session's text) then do not depend on how many rows share its step (model.steady_rows, measured
+        # at the first step, on the thread and with the intra-op threads steps run with)
+        self.pad_rows: int | None = None if self.device.type == "cpu" else 0
         self.tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
         # (batch, kv, cross) bucket -> (graph, logits, alignment weights)
@@ -107,12 +110,15 @@ class ModelRunner:
 
     def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
+        if self.pad_rows is None:
+            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
+            log.info("decode steps run at least %d rows (a row's numbers then do not depend on its batch)", self.pad_rows)
         cpu = self.device.type == "cpu"  # each row attends to its own positions alone (model.decode)
         self_lens = (self.np_positions[:num_rows, 0] + 1).tolist() if cpu else None
         hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
                                             cross_kv_len, self.align_heads if align else None,
-                                            self._row_cross_lens(range(num_rows)), self_lens)
-        return self.model.logits(hidden[:, -1]), weights
+                                            self._row_cross_lens(range(num_rows)), self_lens, self.pad_rows)
+        return self.model.logits(hidden[:, -1], self.pad_rows), weights
 
     def _graph_shapes(self) -> list[tuple[int, int, int]]:
         sizes = sorted({b for b in GRAPH_BUCKETS if b < self.max_num_seqs} | {self.max_num_seqs})
@@ -175,55 +181,66 @@ class ModelRunner:
         token's successor), P(no speech) of each and, if asked, each one's alignment weights [A, width, audio frames]."""
         inputs: list[WhisperInputs] = [seq.inputs for seq in new]
         fresh = [i for i, x in enumerate(inputs) if x.encoded is None]
-        for num_frames in sorted({inputs[i].num_frames for i in fresh}):  # one encoder pass per window size
-            group = [i for i in fresh if inputs[i].num_frames == num_frames]
-            cross_k, cross_v = self._cross_kv([inputs[i] for i in group], num_frames, self.host_audio)
+        for group in self._encoder_batches(fresh, lambda i: inputs[i].num_frames):
+            cross_k, cross_v = self._cross_kv([inputs[i] for i in group], inputs[group[0]].num_frames, self.host_audio)
             self._store(cross_k, cross_v, [first_slot + i for i in group])
         for i, x in enumerate(inputs):
             if x.encoded is not None:
                 self._store(x.encoded[0][:, None], x.encoded[1][:, None], [first_slot + i])
                 x.encoded = None
         known = [seq.prefix + seq.draft for seq in new]
-        width = max(map(len, known))
-        for i, tokens in enumerate(known):
-            self.np_prompts[i, : len(tokens)] = tokens
-            self.np_prompts[i, len(tokens) : width] = 0
-        tokens = self.host_prompts[: len(new), :width].to(self.device, non_blocking=True)
-        positions = torch.arange(width, device=self.device).expand(len(new), width)
+        # each sequence's queries: those predicting its first token and each draft token's successor,
+        # then its start of transcript (P(no speech))
+        queries = [[len(seq.prefix) - 1 + j for j in range(len(seq.draft) + 1)] + [seq.inputs.sot_index] for seq in new]
         heads = self.align_heads if align else None
         if self.device.type == "cpu":
             # each sequence on its own: a matrix product's kernel (so its rounding) turns on how many rows
-            # it has, and a sequence's prefill must not depend on what it is batched with (a bf16 decoder)
-            parts = []
-            for i, (seq, known_tokens) in enumerate(zip(new, known)):
-                slot, n = range(first_slot + i, first_slot + i + 1), len(known_tokens)
-                parts.append(self.model.decode(self.arena.rows(slot.start, slot.stop), tokens[i : i + 1, :n],
-                                               positions[:1, :n], n, self._cross_kv_len(slot),
-                                               heads if seq.inputs.alignment else None, self._row_cross_lens(slot)))
-            hidden = torch.cat([F.pad(h, (0, 0, 0, width - h.shape[1])) for h, _ in parts])
-            weights = [None if w is None else w[0] for _, w in parts]
+            # it has, and a sequence's prefill must not depend on what it is batched with
+            logits, weights = [], []
+            for i, (seq, tokens) in enumerate(zip(new, known)):
+                slot = range(first_slot + i, first_slot + i + 1)
+                hidden, w = self.model.decode(
+                    self.arena.rows(slot.start, slot.stop), torch.tensor([tokens]), torch.arange(len(tokens))[None],
+                    len(tokens), self._cross_kv_len(slot), heads if seq.inputs.alignment else None,
+                    self._row_cross_lens(slot))
+                logits.append(self.model.logits(hidden[0, queries[i]]))
+                weights.append(None if w is None else w[0])
         else:
+            width = max(map(len, known))
+            for i, tokens in enumerate(known):
+                self.np_prompts[i, : len(tokens)] = tokens
+                self.np_prompts[i, len(tokens) : width] = 0
+            tokens = self.host_prompts[: len(new), :width].to(self.device, non_blocking=True)
+            positions = torch.arange(width, device=self.device).expand(len(new), width)
             slots = range(first_slot, first_slot + len(new))
             hidden, weights = self.model.decode(self.arena.rows(slots.start, slots.stop), tokens, positions, width,
                                                 self._cross_kv_len(slots), heads, self._row_cross_lens(slots))
-        rows = [i for i, seq in enumerate(new) for _ in range(len(seq.draft) + 1)]
-        queries = [len(seq.prefix) - 1 + j for seq in new for j in range(len(seq.draft) + 1)]
-        sot = [x.sot_index for x in inputs]
-        index = lambda values: torch.tensor(values, device=self.device)
-        logits = self.model.logits(hidden[index(rows + list(range(len(new)))), index(queries + sot)])
-        no_speech = torch.softmax(logits[len(rows):], -1)[:, self.vocab.no_speech]
-        return logits[: len(rows)], no_speech.tolist(), weights
+            index = lambda values: torch.tensor(values, device=self.device)
+            rows = [i for i, q in enumerate(queries) for _ in q]
+            logits = self.model.logits(hidden[index(rows), index([j for q in queries for j in q])])
+            logits = logits.split([len(q) for q in queries])
+        no_speech = torch.softmax(torch.stack([l[-1] for l in logits]), -1)[:, self.vocab.no_speech]
+        return torch.cat([l[:-1] for l in logits]), no_speech.tolist(), weights
 
     @torch.inference_mode()
     def encode(self, inputs: list[WhisperInputs]) -> None:
         """Encode windows ahead of their prefill (the engine's encoder thread, while steps run): each
         keeps its cross-attention K/V until the prefill copies them into its slot."""
-        for num_frames in sorted({x.num_frames for x in inputs}):
-            group = [x for x in inputs if x.num_frames == num_frames]
-            staging = torch.empty(len(group), num_frames * HOP_SAMPLES)  # not the step's: they run at once
-            cross_k, cross_v = self._cross_kv(group, num_frames, staging)
+        for group in self._encoder_batches(inputs, lambda x: x.num_frames):
+            staging = torch.empty(len(group), group[0].num_frames * HOP_SAMPLES)  # not the step's: they run at once
+            cross_k, cross_v = self._cross_kv(group, group[0].num_frames, staging)
             for i, x in enumerate(group):
                 x.encoded = (cross_k[:, i], cross_v[:, i])
+
+    def _encoder_batches(self, items: list, num_frames) -> list[list]:
+        """The windows encoded together: those of one size on CUDA; one by one on the CPU, where a
+        batch's products may round a window otherwise than alone (oneDNN's bf16 for windows of up to
+        7 s: its kernel turns on the rows, windows x frames). A loop is about as fast there: three 30 s
+        windows in 347 ms against 366 ms batched, four 6 s ones in 134 against 75 ms (bf16, one thread)."""
+        if self.device.type == "cpu":
+            return [[x] for x in items]
+        sizes = sorted({num_frames(x) for x in items})
+        return [[x for x in items if num_frames(x) == n] for n in sizes]
 
     def _cross_kv(self, inputs: list[WhisperInputs], num_frames: int, staging: torch.Tensor):
         """Cross-attention K/V [L, N, H, F/2, Dh] of windows of the same size (audio staged in `staging`)."""
