@@ -35,8 +35,10 @@ def pcm16(audio: np.ndarray) -> bytes:
 
 
 async def stream(url: str, audio_bytes: bytes, start: dict | None = None, realtime: bool = False,
-                 bytes_per_s: int = 32000) -> dict:
-    """Stream audio; return the events received, when session.end was sent, and the close code."""
+                 bytes_per_s: int = 32000, head_s: float = 0.0) -> dict:
+    """Stream audio; return the events received, when session.end was sent, and the close code.
+    realtime: at the pace of speech, after head_s seconds of it sent at once (what a client buffered
+    while it connected)."""
     events, times = [], []
     # the websockets library's default keepalive (a ping every 20 s, 20 s to answer): the server reads
     # as frames arrive, so pings never wait behind audio
@@ -51,8 +53,11 @@ async def stream(url: str, audio_bytes: bytes, start: dict | None = None, realti
 
         reader = asyncio.create_task(read())
         step = int(bytes_per_s * FRAME_S) // 2 * 2
-        t0 = time.monotonic()
-        for i in range(0, len(audio_bytes), step):
+        head = int(bytes_per_s * head_s) // step * step
+        if head:
+            await ws.send(audio_bytes[:head])
+        t0 = time.monotonic() - head_s
+        for i in range(head, len(audio_bytes), step):
             await ws.send(audio_bytes[i : i + step])
             if realtime:
                 await asyncio.sleep(max(0.0, t0 + (i + step) / bytes_per_s - time.monotonic()))
@@ -96,9 +101,13 @@ async def test_streaming_wer_close_to_one_shot(server, client, long_speech):
     assert wer(text, final) <= wer(text, one_shot) + 0.05, (final, one_shot)
 
 
-async def test_realtime_words_arrive_while_speaking(server, twenty_seconds):
+@pytest.mark.parametrize("head_s", [0.0, 2.0])
+async def test_realtime_words_arrive_while_speaking(server, twenty_seconds, head_s):
+    """At the pace of speech, most words come before the speaker stops; also for a client whose first
+    2 s come at once (buffered while it connected: it was taken for a file sender, and got no word
+    until it ended, while the server allowed 1 s)."""
     audio, _ = twenty_seconds
-    out = await stream(server.url, pcm16(audio[: 16000 * 12]), realtime=True)
+    out = await stream(server.url, pcm16(audio[: 16000 * 12]), realtime=True, head_s=head_s)
     words = deltas(out["events"])
     early = [t for t, e in zip(out["times"], out["events"]) if e["type"] == "transcript.delta" and t < out["end_sent"]]
     assert len(words) >= 15 and len(early) >= 0.6 * len(words), (len(early), len(words))

@@ -24,7 +24,13 @@ from sasr.audio.stream import FrameDecoder
 from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
 from sasr.live.turns import TurnDetection, Turns
 
-LIVE_SLACK_S = 1.0  # a client this far ahead of the wall clock sends faster than speech
+# A client ahead of the wall clock by more than LIVE_SLACK_S plus CLOCK_DRIFT of the time since its
+# first audio sends faster than speech (a file). A microphone gets ahead only by what it buffered while
+# connecting (sent at once, then at the pace of speech) and by a clock that runs fast: with 1 s and no
+# drift allowed, a client that sent 1.5 s at once got no word until it stopped (seen with the seed
+# protocol), and a clock 0.05% fast would have turned a meeting into a file after half an hour.
+LIVE_SLACK_S = 3.0
+CLOCK_DRIFT = 0.01
 STALL_S = 1.0  # a file sender that then sends nothing for this long has what it sent decoded to its end
 PROGRESS_S = 0.5  # with partials, silence is acknowledged (an event) at least this often
 MAX_FINAL_DECODES = 64  # a turn's (or the session's) last audio never takes more decodes than this
@@ -150,7 +156,7 @@ class Session:
         if self.started is None and len(audio):
             self.started = time.monotonic()
         elapsed = time.monotonic() - self.started if self.started is not None else 0.0
-        if (self.num_received + len(audio)) / SAMPLE_RATE > elapsed + self.live_slack_s:
+        if (self.num_received + len(audio)) / SAMPLE_RATE > elapsed * (1 + CLOCK_DRIFT) + self.live_slack_s:
             self.from_file = True
         buffered = self.policy.buffered_s + (self.num_incoming + self.num_heard + len(audio)) / SAMPLE_RATE
         limit = self.max_file_s if self.from_file else self.max_buffer_s
