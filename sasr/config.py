@@ -50,6 +50,14 @@ class ServerConfig(msgspec.Struct, kw_only=True):
     chunk_seconds: Annotated[float | None, setting(
         "new audio a live session gathers before each decode (default: 1 s Whisper, 2 s Qwen3-ASR)"
     )] = None
+    live_commits: Annotated[Literal["early", "final"], setting(
+        "Whisper live sessions: early commits settled words while the speaker talks; final commits an "
+        "utterance's words at its end only (partials show them sooner), measured closer to uploads (README)"
+    )] = "early"
+    endpoint_ms: Annotated[int | None, setting(
+        "Whisper live sessions: the silence (100-5000 ms) that ends an utterance and brings its final "
+        "(default 500; 800 with --live-commits final measured closest to uploads)"
+    )] = None
     enable_prefix_caching: Annotated[bool, setting(
         "Qwen3-ASR: reuse the KV blocks of prompts that start alike; "
         "--no-prefix-caching recomputes every prompt in full (for comparison)", flag="--no-prefix-caching"

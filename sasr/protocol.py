@@ -7,6 +7,7 @@ error object, so the official `openai` SDK works unchanged.
 from __future__ import annotations
 
 import enum
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -142,6 +143,11 @@ class SessionStart(msgspec.Struct, tag_field="type", tag="session.start", forbid
     audio_format: str = DEFAULT_AUDIO_FORMAT  # one of AUDIO_FORMATS
     model: str | None = None
     partials: bool = False  # extension: also send transcript.partial with the unstable tail
+    # extensions (Whisper; default: the server's --endpoint-ms and --live-commits): the silence that ends
+    # an utterance, and whether settled words are committed while the speaker talks ("early") or by
+    # their utterance's final only ("final": closer to the upload's text, later words)
+    endpoint_ms: Annotated[int, msgspec.Meta(ge=100, le=5000)] | None = None
+    commits: Literal["early", "final"] | None = None
 
 
 class SessionEnd(msgspec.Struct, tag_field="type", tag="session.end", forbid_unknown_fields=True):

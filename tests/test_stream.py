@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import socket
 import time
 
@@ -113,6 +114,32 @@ async def test_realtime_words_arrive_while_speaking(server, twenty_seconds, head
     assert len(words) >= 15 and len(early) >= 0.6 * len(words), (len(early), len(words))
 
 
+def live_decodes(url: str, kind: str) -> float:
+    pattern = re.compile(rf'^sasr_live_decodes_total{{kind="{kind}"}} (\S+)$', re.M)
+    found = pattern.search(httpx.get(f"{url}/metrics").text)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_commits_at_utterance_ends_when_asked(server, twenty_seconds):
+    """commits "final" with an 800 ms endpoint (what measured closest to uploads at the pace of speech):
+    no commit decode runs, partials show the words while the speaker talks, every word is committed by
+    its utterance's final, and the transcript is as close to the text as the default's."""
+    audio, text = twenty_seconds
+    audio = audio[: 16000 * 12]
+    commits, finals = live_decodes(server.url, "commit"), live_decodes(server.url, "final")
+    out = await stream(server.url, pcm16(audio), {"commits": "final", "endpoint_ms": 800, "partials": True},
+                       realtime=True)
+    assert live_decodes(server.url, "commit") == commits and live_decodes(server.url, "final") > finals
+    early_partials = [e for t, e in zip(out["times"], out["events"])
+                      if e["type"] == "transcript.partial" and e["text"] and t < out["end_sent"]]
+    assert len(early_partials) >= 5
+    final = out["events"][-1]["text"]
+    assert final == " ".join(d["delta"].strip() for d in deltas(out["events"]))
+    default = (await stream(server.url, pcm16(audio), realtime=True))["events"][-1]["text"]
+    spoken = " ".join(text.split()[: len(final.split())])  # the 12 s hold the first sentences
+    assert wer(spoken, final) <= wer(spoken, default) + 0.05, (final, default)
+
+
 async def test_silence_gives_no_words(server):
     out = await stream(server.url, pcm16(np.zeros(16000 * 6, np.float32)))
     assert deltas(out["events"]) == [] and out["events"][-1] == {"type": "transcript.final", "text": "", "audio_ms": 6000}
@@ -181,6 +208,8 @@ ERRORS = {
     "invalid_json": (["{not json"], "invalid_json"),
     "wrong_field_type": ([{"type": "session.start", "language": 5}], "invalid_payload"),
     "unknown_field": ([{"type": "session.start", "speed": 2}], "invalid_payload"),
+    "endpoint_too_short": ([{"type": "session.start", "endpoint_ms": 50}], "invalid_payload"),
+    "unknown_commits": ([{"type": "session.start", "commits": "late"}], "invalid_payload"),
     "not_an_object": (["[1, 2]"], "invalid_payload"),
     "audio_before_start": ([b"\x00\x00" * 100], "invalid_state"),
     "start_twice": ([START, START], "invalid_state"),

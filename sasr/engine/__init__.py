@@ -77,9 +77,12 @@ class Engine(Protocol):
     failure: BaseException | None  # set once the engine cannot continue (every request then fails at once)
     faults_to_inject: int  # test hook: this many coming steps fail (served as POST /_test/fault with SASR_TEST_FAULTS=1)
 
-    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> LivePolicy:
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
+                      endpoint_s: float | None = None, early_commits: bool = True) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits;
-        `prompt` is text as if said before the session (vocabulary, style)."""
+        `prompt` is text as if said before the session (vocabulary, style); endpoint_s: the silence that
+        ends an utterance (None: the model's default); early_commits False: an utterance's words are
+        committed by its final only (Whisper; a model may have no such choice)."""
         ...
 
     def new_vad(self) -> Any:

@@ -61,6 +61,8 @@ def app_for(config: ServerConfig) -> Litestar:
 
 def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> Litestar:
     """An app serving `engine`; the engine is closed when the app shuts down."""
+    if config.endpoint_ms is not None and not 100 <= config.endpoint_ms <= 5000:
+        raise ValueError(f"--endpoint-ms must be 100-5000, not {config.endpoint_ms}")
     state = State(
         {
             "config": config,

@@ -70,9 +70,11 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
     if len(state.sessions) >= state.config.max_sessions:
         raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
 
+    endpoint_ms = start.endpoint_ms or state.config.endpoint_ms
     return Session(state.engine, StreamListener(socket, start.partials), start.audio_format, start.language,
                    chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds,
-                   max_file_s=state.config.max_audio_seconds)
+                   max_file_s=state.config.max_audio_seconds, endpoint_s=endpoint_ms and endpoint_ms / 1000,
+                   early_commits=(start.commits or state.config.live_commits) == "early")
 
 
 class StreamListener(Listener):

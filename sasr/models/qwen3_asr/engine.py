@@ -68,7 +68,9 @@ class Qwen3Engine(EngineCore):
         runner = PagedRunner(model, self.vocab, max_num_seqs, num_blocks, BLOCK_SIZE, MAX_LEN, loaded.ignore_eos)
         super().__init__(runner, Scheduler(max_num_seqs, stop, MAX_LEN, blocks=self.blocks), max_queued)
 
-    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> Qwen3StreamingPolicy:
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
+                      endpoint_s: float | None = None, early_commits: bool = True) -> Qwen3StreamingPolicy:
+        # endpoint_s, early_commits: Whisper's utterance policy; this one's segments are its own (live.py)
         policy = Qwen3StreamingPolicy(self.vocab, language, round(chunk_s * SAMPLE_RATE))
         policy.context = (prompt or "")[-CONTEXT_CHARS:]
         return policy

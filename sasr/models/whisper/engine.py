@@ -11,6 +11,7 @@ from sasr.engine import TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
+from sasr.live.commit import SpeechTracker
 from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_form
 from sasr.models.whisper.live import StreamingPolicy
 from sasr.models.whisper.load import LoadedWhisper
@@ -42,8 +43,12 @@ class WhisperEngine(EngineCore):
     def _record_model(self, batch) -> None:
         self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
 
-    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None) -> StreamingPolicy:
-        policy = StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE))
+    def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
+                      endpoint_s: float | None = None, early_commits: bool = True) -> StreamingPolicy:
+        policy = StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE),
+                                 early_commits=early_commits)
+        if endpoint_s is not None:
+            policy.tracker = SpeechTracker(endpoint_s)
         policy.context = self.vocab.encode(" " + prompt.strip()) if prompt else []
         return policy
 

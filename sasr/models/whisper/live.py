@@ -165,6 +165,9 @@ class StreamingPolicy(LiveBuffer):
     language: str | None = None
     chunk_samples: int = SAMPLE_RATE  # partial decodes every chunk of an utterance
     files: bool = False  # the client streams a file: its windows are its upload's
+    # commit decodes commit settled words before their utterance ends; False: only an utterance's final
+    # (or a forced cut) commits, partials show the rest (closer to the upload, words later: README)
+    early_commits: bool = True
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # audio since buffer_start
     buffer_start: int = 0  # samples of the session before the buffer
     processed: int = 0  # samples of the buffer covered by the last decode
@@ -241,7 +244,7 @@ class StreamingPolicy(LiveBuffer):
                 if too_long:
                     return self._decode_to(position, FORCED)
                 if not self.files and not behind:  # behind: the next point's audio is here, decode that
-                    kind = COMMIT if self.num_points >= COMMIT_EVERY else PARTIAL
+                    kind = COMMIT if self.early_commits and self.num_points >= COMMIT_EVERY else PARTIAL
                     self.num_points = 0 if kind == COMMIT else self.num_points
                     return self._decode_to(position, kind)
             elif self.tracker.in_speech and self.next_partial == 0:  # the utterance's first frame
