@@ -30,7 +30,8 @@ def test_flag_names_are_the_documented_ones():
     assert flags == {
         "--model", "--load-format", "--served-model-name", "--host", "--port", "--device", "--dtype",
         "--max-audio-seconds", "--max-upload-mb", "--max-queued-requests", "--max-num-seqs", "--enforce-eager",
-        "--max-sessions", "--chunk-seconds", "--no-prefix-caching", "--num-kv-blocks", "--max-buffer-seconds",
+        "--max-sessions", "--chunk-seconds", "--live-commits", "--endpoint-ms", "--no-prefix-caching",
+        "--num-kv-blocks", "--max-buffer-seconds",
         "--quantize", "--api-key", "--open-metrics", "--ws-ping-interval", "--ws-ping-timeout",
         "--upload-timeout", "--shutdown-timeout",
     }
@@ -78,3 +79,10 @@ def test_transcribe_takes_the_model_flags():
     args = parse_args(["transcribe", "a.wav", "--model", "m", "--load-format", "dummy", "--dtype", "float16"])
     assert (args.files, args.model, args.load_format, args.dtype, args.device) == (["a.wav"], "m", "dummy", "float16", "auto")
     assert not hasattr(args, "max_sessions")
+
+
+def test_an_endpoint_out_of_range_is_refused():
+    from sasr.server.app import create_app
+
+    with pytest.raises(ValueError, match="--endpoint-ms"):
+        create_app(ServerConfig(endpoint_ms=50), engine=None, served_model_name="x")  # checked before the engine is used
