@@ -8,6 +8,7 @@ import io
 import time
 import warnings
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -159,6 +160,33 @@ async def test_ga_server_vad_two_stretches_become_two_items(server, stretches):
             assert start <= 300 and abs(end - first_end_ms) < 400
         else:
             assert start >= first_end_ms + 1000 and end > start + 3000
+
+
+@pytest.fixture(scope="module")
+def final_commits_server(cache_dir):
+    srv = Server("--live-commits", "final", "--endpoint-ms", "800")
+    yield srv
+    srv.stop()
+
+
+async def test_commits_at_utterance_ends_over_realtime(final_commits_server, stretches):
+    """--live-commits final: the items come as with the default (each completed transcript as close to
+    its upload), and no commit decode ran: each utterance's words were committed at its end."""
+    audio = concat([stretches[0][0], silence(1.5), stretches[1][0], silence(1.5)], gap_s=0)
+    async with connect(final_commits_server) as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(session={
+            "type": "transcription",
+            "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000},
+                                "transcription": {"model": "whisper-1", "language": "en"},
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": 800}}},
+        })
+        sender = asyncio.create_task(append(conn, pcm16(audio), paced=True))
+        events = await events_until(conn, count(COMPLETED)(2))
+        await sender
+    check_items(events, stretches)
+    metrics = httpx.get(f"{final_commits_server.url}/metrics").text
+    assert 'sasr_live_decodes_total{kind="final"}' in metrics and 'kind="commit"' not in metrics
 
 
 async def test_ga_manual_commits_make_the_items(server, stretches):
