@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from sasr.live.commit import LiveOptions
+
 
 def setting(help: str, **extra: str) -> msgspec.Meta:
     """A field's help text and command-line extras."""
@@ -17,6 +19,8 @@ def setting(help: str, **extra: str) -> msgspec.Meta:
 
 
 class ServerConfig(msgspec.Struct, kw_only=True):
+    """What `sasr serve` takes (the flags are made from these fields: cli.py)."""
+
     model: Annotated[str | None, setting(
         "Whisper or Qwen3-ASR checkpoint: a transformers (or Whisper CTranslate2) directory, a hub id, "
         "or qwen3-asr-0.6b with --load-format dummy (default: the bundled Whisper tiny.en, no network needed)"
@@ -86,3 +90,8 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "on SIGTERM/SIGINT: seconds to drain (refuse new work, finish requests, send live sessions their "
         "final text) before exiting; a second signal exits at once"
     )] = 30.0
+
+    @property
+    def live_options(self) -> LiveOptions:
+        """Live sessions' defaults (a seed-protocol client may choose its own)."""
+        return LiveOptions(self.live_commits, self.endpoint_ms)

@@ -14,7 +14,9 @@ import pytest
 import torch
 import websockets
 
+from sasr.config import ServerConfig
 from sasr.engine import TranscriptionRequest
+from sasr.server.app import create_app
 from tests.support.live import replay_session
 from tests.support.server import Server
 from tests.support.speech import concat, read16k
@@ -232,7 +234,9 @@ def test_http_json_sse_and_models(qwen_server, speech_dir, tiny, speech):
 
 
 async def test_websocket_session_and_prefix_hits_in_metrics(qwen_server, speech):
-    audio = concat(speech[:4])
+    # 24 s: a chunk's blocks are reused once its audio window is whole (8 s), so later chunks hit
+    # the session's own earlier ones (with 11 s, only hits of other requests' prompts were counted)
+    audio = concat(speech[:8])
     got = await stream(qwen_server.url, pcm16(audio), {"language": "en"})
     final = got["events"][-1]
     assert final["type"] == "transcript.final" and got["close_code"] == 1000
@@ -251,6 +255,21 @@ async def test_websocket_silence_and_bad_language(qwen_server):
         await ws.send(json.dumps({"type": "session.start", "language": "xx"}))
         error = json.loads(await ws.recv())
     assert error["type"] == "error" and error["code"] == "invalid_payload"
+
+
+async def test_whisper_only_live_options_are_refused(qwen_server, tiny):
+    """Its live policy has no commit mode or endpoint: a client asking for one is told, not ignored."""
+    for asked in ({"commits": "final"}, {"endpoint_ms": 800}):
+        async with websockets.connect(qwen_server.url.replace("http", "ws") + "/v1/audio/transcriptions/stream") as ws:
+            await ws.send(json.dumps({"type": "session.start", **asked}))
+            error = json.loads(await ws.recv())
+        assert error["type"] == "error" and error["code"] == "invalid_payload" and next(iter(asked)) in error["message"]
+    engine = make_engine(tiny)
+    try:
+        with pytest.raises(ValueError, match="--live-commits"):
+            create_app(ServerConfig(live_commits="final"), engine, "tiny-qwen3-asr")
+    finally:
+        engine.close()
 
 
 # -- the live policy alone, with hand-built model outputs -------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sasr.live.commit import LiveOptions
 from sasr.protocol import Segment, Word
 
 
@@ -77,12 +78,13 @@ class Engine(Protocol):
     failure: BaseException | None  # set once the engine cannot continue (every request then fails at once)
     faults_to_inject: int  # test hook: this many coming steps fail (served as POST /_test/fault with SASR_TEST_FAULTS=1)
 
+    live_options: frozenset[str]  # the LiveOptions fields its live policy takes (the server refuses the others)
+
     def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
-                      endpoint_s: float | None = None, early_commits: bool = True) -> LivePolicy:
+                      options: LiveOptions = LiveOptions()) -> LivePolicy:
         """A live session's policy: its buffer, its next decode, and the words each decode commits;
-        `prompt` is text as if said before the session (vocabulary, style); endpoint_s: the silence that
-        ends an utterance (None: the model's default); early_commits False: an utterance's words are
-        committed by its final only (Whisper; a model may have no such choice)."""
+        `prompt` is text as if said before the session (vocabulary, style); `options`: how its words are
+        committed (only those in live_options differ from the defaults)."""
         ...
 
     def new_vad(self) -> Any:

@@ -21,7 +21,7 @@ import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
-from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
+from sasr.live.commit import VAD_FRAME_SAMPLES, LiveOptions, TimedWord
 from sasr.live.turns import TurnDetection, Turns
 
 # A client ahead of the wall clock by more than LIVE_SLACK_S plus CLOCK_DRIFT of the time since its
@@ -73,13 +73,13 @@ class Session:
         self, engine, listener: Listener, audio_format: str, language: str | None = None,
         prompt: str | None = None, turns: TurnDetection | None = None,
         chunk_s: float | None = None, max_buffer_s: float = 60.0, max_file_s: float = 3600.0,
-        endpoint_s: float | None = None, early_commits: bool = True,
+        options: LiveOptions = LiveOptions(),
     ) -> None:
         self.id = f"sess_{uuid.uuid4().hex[:16]}"
         self.engine, self.listener = engine, listener
         self.chunk_s = chunk_s or engine.stream_chunk_s  # the model's own default unless configured
         self.max_buffer_s, self.max_file_s = max_buffer_s, max_file_s
-        self.endpoint_s, self.early_commits = endpoint_s, early_commits
+        self.options = options  # how its words are committed (the engine takes them: server/ws.py)
         self.language, self.prompt, self.turn_detection = language, prompt, turns
         self.audio_format, self.frames = audio_format, FrameDecoder(audio_format)
         self.incoming: list[np.ndarray] = []  # audio received, not yet through the VAD
@@ -105,8 +105,7 @@ class Session:
     def _restart(self, base: int) -> None:
         """A fresh policy, VAD and turn detector for the audio after session sample `base` (their clock)."""
         self.base = base
-        self.policy = self.engine.stream_policy(self.language, self.chunk_s, self.prompt,  # the model's live policy
-                                                self.endpoint_s, self.early_commits)
+        self.policy = self.engine.stream_policy(self.language, self.chunk_s, self.prompt, self.options)  # the model's
         self.vad = self.engine.new_vad()
         self.turns = Turns(self.turn_detection) if self.turn_detection else None
         self.heard: deque[tuple[np.ndarray, np.ndarray]] = deque()  # through the VAD, not given to the policy

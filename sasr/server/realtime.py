@@ -306,7 +306,7 @@ class Connection:
             self.state.engine, self.listener, settings.audio_format, settings.transcription.language,
             settings.transcription.prompt, settings.turns, chunk_s=config.chunk_seconds,
             max_buffer_s=config.max_buffer_seconds, max_file_s=config.max_audio_seconds,
-            endpoint_s=config.endpoint_ms and config.endpoint_ms / 1000, early_commits=config.live_commits == "early",
+            options=config.live_options,
         )
         self.session.id = self.id
         return self.session

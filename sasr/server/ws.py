@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -70,11 +71,14 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
     if len(state.sessions) >= state.config.max_sessions:
         raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
 
-    endpoint_ms = start.endpoint_ms or state.config.endpoint_ms
+    asked = {name: value for name, value in (("commits", start.commits), ("endpoint_ms", start.endpoint_ms))
+             if value is not None}
+    if unsupported := sorted(set(asked) - state.engine.live_options):
+        raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD,
+                            f"{', '.join(unsupported)}: not a choice this model's live policy takes")
     return Session(state.engine, StreamListener(socket, start.partials), start.audio_format, start.language,
                    chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds,
-                   max_file_s=state.config.max_audio_seconds, endpoint_s=endpoint_ms and endpoint_ms / 1000,
-                   early_commits=(start.commits or state.config.live_commits) == "early")
+                   max_file_s=state.config.max_audio_seconds, options=replace(state.config.live_options, **asked))
 
 
 class StreamListener(Listener):

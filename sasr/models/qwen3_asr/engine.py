@@ -18,6 +18,7 @@ from sasr.engine.batch import SamplingParams
 from sasr.engine.blocks import BlockManager
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
+from sasr.live.commit import LiveOptions
 from sasr.models.qwen3_asr.decode import (
     CONTEXT_CHARS,
     Qwen3Job,
@@ -53,6 +54,7 @@ class Qwen3Engine(EngineCore):
 
     stream_chunk_s = 2.0  # as the reference design and the official SDK
     supports_word_timestamps = False  # no alignment heads to time words by (the server answers 400)
+    live_options = frozenset()  # its segments are its own: no commit mode or endpoint to choose
 
     def __init__(self, loaded: LoadedQwen3, max_num_seqs: int = 16, max_queued: int = 64,
                  enable_prefix_caching: bool = True, num_blocks: int | None = None) -> None:
@@ -69,8 +71,8 @@ class Qwen3Engine(EngineCore):
         super().__init__(runner, Scheduler(max_num_seqs, stop, MAX_LEN, blocks=self.blocks), max_queued)
 
     def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
-                      endpoint_s: float | None = None, early_commits: bool = True) -> Qwen3StreamingPolicy:
-        # endpoint_s, early_commits: Whisper's utterance policy; this one's segments are its own (live.py)
+                      options: LiveOptions = LiveOptions()) -> Qwen3StreamingPolicy:
+        # takes no LiveOptions (live_options is empty): its segments are its own (live.py)
         policy = Qwen3StreamingPolicy(self.vocab, language, round(chunk_s * SAMPLE_RATE))
         policy.context = (prompt or "")[-CONTEXT_CHARS:]
         return policy

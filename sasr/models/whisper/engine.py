@@ -11,9 +11,9 @@ from sasr.engine import TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
-from sasr.live.commit import SpeechTracker
+from sasr.live.commit import LiveOptions, SpeechTracker
 from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_form
-from sasr.models.whisper.live import StreamingPolicy
+from sasr.models.whisper import live
 from sasr.models.whisper.load import LoadedWhisper
 from sasr.models.whisper.model import WhisperModel
 from sasr.models.whisper.runner import ModelRunner, WhisperInputs
@@ -22,6 +22,8 @@ from sasr.protocol import Segment
 
 class WhisperEngine(EngineCore):
     """Implements sasr.engine.Engine for Whisper over a slot Scheduler and a ModelRunner."""
+
+    live_options = frozenset({"commits", "endpoint_ms"})  # its utterance policy's choices (live.py)
 
     def __init__(self, loaded: LoadedWhisper, max_num_seqs: int = 16, max_queued: int = 64,
                  enforce_eager: bool = False) -> None:
@@ -44,11 +46,10 @@ class WhisperEngine(EngineCore):
         self.metrics.inc("sasr_engine_windows_encoded_total", len(batch.new), help="Audio windows encoded")
 
     def stream_policy(self, language: str | None, chunk_s: float, prompt: str | None = None,
-                      endpoint_s: float | None = None, early_commits: bool = True) -> StreamingPolicy:
-        policy = StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE),
-                                 early_commits=early_commits)
-        if endpoint_s is not None:
-            policy.tracker = SpeechTracker(endpoint_s)
+                      options: LiveOptions = LiveOptions()) -> live.StreamingPolicy:
+        endpoint_s = options.endpoint_ms / 1000 if options.endpoint_ms else live.ENDPOINT_S  # (read now: benches set it)
+        policy = live.StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE),
+                                 early_commits=options.commits == "early", tracker=SpeechTracker(endpoint_s))
         policy.context = self.vocab.encode(" " + prompt.strip()) if prompt else []
         return policy
 

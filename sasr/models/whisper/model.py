@@ -132,7 +132,7 @@ class WhisperModel:
         generator = torch.Generator().manual_seed(0)
         layer = self.decoder.layers[0]
         products = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.fc1, layer.fc2, self.logits]
-        inputs = [torch.randn(max_rows, f.in_features if isinstance(f, nn.Linear) else layer.fc1.in_features,
+        inputs = [torch.randn(max_rows, f.in_features if isinstance(f, nn.Linear) else self.model.config.d_model,
                               generator=generator).to(self.device, self.dtype) for f in products]
         full = [f(x) for f, x in zip(products, inputs)]
         steady = max_rows
@@ -160,13 +160,14 @@ class WhisperModel:
         the longest's, 20% of a step at 8 rows). self_lens (one query a row, on the host): each row
         attends to its own positions in a call of its own, unmasked (eager only: in bf16 a masked tail
         as long as another row's rounds a row's attention otherwise, so its text would depend on its batch);
-        with it, pad_rows: the matrix products run over at least that many rows (zeros past the batch's,
-        see steady_rows).
+        pad_rows (with self_lens only): the matrix products run over at least that many rows (zeros past
+        the batch's, see steady_rows).
         """
         batch = tokens.shape[0]
         mask = None  # [B, 1, T, kv_len], True where the key may be attended to (no mask row by row)
         if self_lens is None:
-            pad_rows = 0
+            if pad_rows > batch:
+                raise ValueError("pad_rows needs self_lens: a masked step cannot take padded rows")
             mask = (torch.arange(kv_len, device=self.device)[None, None, :] <= positions[:, :, None])[:, None]
         cross_mask = None
         if cross_kv_len is None:
