@@ -4,6 +4,7 @@ clock, and the model time a session costs.
 
     python -m bench.live_policy [--slices short,long,voices,real] [--set NAME=VALUE ...] [--quantize MODE]
                                 [--shifts S,S,...] [--pace live|file] [--device cpu|cuda]
+                                [--commits early|final] [--endpoint-ms MS]
                                 [--json out.json]
 
 Each file of the streaming bench's corpus (bench/corpus.py) goes through a live Session 0.1 s at a
@@ -39,6 +40,7 @@ import torch
 from bench.corpus import SLICES, build
 from bench.http_load import corpus_wer
 from sasr.engine import TranscriptionRequest
+from sasr.live.commit import LiveOptions
 from sasr.models.quant import QUANTIZE_MODES
 from sasr.models.whisper import live
 from sasr.models.whisper.engine import WhisperEngine
@@ -80,14 +82,15 @@ async def run(args) -> dict:
     results = {}
     for name, items in corpus.items():
         texts = {shift: ([], [], []) for shift in args.shifts}  # references, streamed, uploaded
-        waits, busy_s, audio_s = [], 0.0, 0.0
+        waits, busy_s, audio_s, items_out = [], 0.0, 0.0, []
         for shift, item in itertools.product(args.shifts, items):
             audio = np.concatenate([np.zeros(round(shift * 16000), np.float32), read16k(item.path)])
             upload = "".join(s.text for s in (await engine.transcribe(TranscriptionRequest(audio))).segments)
             recorder.reset()
-            events = await replay_stream(engine, audio, pace=args.pace)
+            events = await replay_stream(engine, audio, pace=args.pace, options=LiveOptions(args.commits, args.endpoint_ms))
             for kept, text in zip(texts[shift], (item.text or upload, events[-1].text, upload)):
                 kept.append(text)
+            items_out.append({"name": item.name, "shift": shift, "live": events[-1].text, "upload": upload})
             waits += recorder.waits if args.pace == "live" else []
             busy_s, audio_s = busy_s + recorder.busy_s, audio_s + len(audio) / 16000
         refs, streamed, uploaded = ([text for kept in texts.values() for text in kept[k]] for k in range(3))
@@ -99,7 +102,7 @@ async def run(args) -> dict:
             "gap_per_shift": [round(gap, 3) for gap in gaps],
             "word_p50_s": round(float(np.percentile(waits, 50)), 2) if waits else None,
             "word_p95_s": round(float(np.percentile(waits, 95)), 2) if waits else None,
-            "model_rtf": round(busy_s / audio_s, 3),
+            "model_rtf": round(busy_s / audio_s, 3), "items": items_out,
         }
         print(f"{name:7} live {live_wer:.3f} / upload {upload_wer:.3f} (gap {live_wer - upload_wer:+.3f})  "
               f"word p50/p95 {results[name]['word_p50_s']} / {results[name]['word_p95_s']} s  "
@@ -121,6 +124,8 @@ def main() -> None:
                         help="file: the client sends faster than speech (finals only; no word waits)")
     parser.add_argument("--shifts", default=[0.0], type=lambda text: [float(x) for x in text.split(",")],
                         help="stream each file once per shift: seconds of silence put before it (its upload too)")
+    parser.add_argument("--commits", default="early", choices=["early", "final"], help="as `sasr serve --live-commits`")
+    parser.add_argument("--endpoint-ms", type=int, default=None, help="as `sasr serve --endpoint-ms`")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     for setting in args.set:
@@ -130,7 +135,8 @@ def main() -> None:
         setattr(live, name, type(getattr(live, name))(value))
     results = asyncio.run(run(args))
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": args.set, "quantize": args.quantize, "device": args.device,
+        Path(args.json).write_text(json.dumps({"settings": args.set, "commits": args.commits, "endpoint_ms": args.endpoint_ms,
+                                               "quantize": args.quantize, "device": args.device,
                                                "pace": args.pace, "slices": results}, indent=1))
 
 

@@ -125,6 +125,36 @@ async def test_a_live_decode_writes_no_more_tokens_than_its_audio_can_hold(engin
         assert written <= job.max_new_tokens <= cap, (job.kind, written, job.max_new_tokens, len(job.audio))
 
 
+async def test_with_commits_at_utterance_ends_a_partial_forces_what_two_before_it_wrote_alike(engine, slices, monkeypatch):
+    """--live-commits final: nothing is committed while an utterance is spoken, so each partial decoded
+    the whole utterance again, token by token wherever its draft broke. A partial now forces what the
+    two partials before it wrote alike, but their last words: far fewer steps, and the finals (which
+    force none of it) the same text."""
+    from sasr.live.commit import LiveOptions
+    from sasr.models.whisper import live
+
+    audio, text = slices["long"][0]
+    partials = []
+    run_window = engine.run_window
+
+    async def recorded(job):
+        partials.extend([job] if job.kind == live.PARTIAL else [])
+        return await run_window(job)
+
+    async def replay():
+        before = engine.metrics.value("sasr_engine_tokens_total")  # one a sequence a step
+        events = await replay_stream(engine, audio, "live", options=LiveOptions("final", 800))
+        return events[-1].text, engine.metrics.value("sasr_engine_tokens_total") - before
+
+    monkeypatch.setattr(engine, "run_window", recorded)
+    forcing, steps = await replay()
+    assert sum(job.provisional > 0 for job in partials) > len(partials) / 3  # not an utterance's first two
+    monkeypatch.setattr(live, "PROVISIONAL_HOLDBACK", 10**6)  # nothing forced, as before
+    free, free_steps = await replay()
+    assert steps < 0.85 * free_steps, (steps, free_steps)  # measured 769 against 1003 (sentences, 0.2-1.5 s pauses)
+    assert forcing == free
+
+
 async def test_word_timings_are_where_the_words_were_spoken(engine, tmp_path):
     audio = passage(tmp_path, HARVARD[:3], "en-us", 160, seed=3)
     events = await replay_stream(engine, audio, "live")

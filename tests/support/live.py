@@ -40,8 +40,8 @@ async def replay_session(engine, audio: np.ndarray, language: str = "en", chunk_
 
 
 async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: float = 0.1,
-                        partials: bool = True) -> list:
-    """Stream audio through a live Session in-process; return the events it emits.
+                        partials: bool = True, options=None) -> list:
+    """Stream audio through a live Session in-process (options: its LiveOptions); return the events it emits.
 
     pace "file": the client sends faster than speech (finals only); "live": a client at the pace of
     speech on a server that keeps up (each frame is fully handled before the next one is sent).
@@ -49,6 +49,7 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
     import asyncio
 
     from sasr.live import session as live_session
+    from sasr.live.commit import LiveOptions
     from sasr.protocol import DEFAULT_AUDIO_FORMAT, TranscriptFinal, server_event_decoder
     from sasr.server.ws import StreamListener
 
@@ -58,7 +59,8 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
         async def send_text(self, text: str) -> None:
             events.append(server_event_decoder.decode(text))
 
-    session = live_session.Session(engine, StreamListener(Recorder(), partials), DEFAULT_AUDIO_FORMAT)
+    session = live_session.Session(engine, StreamListener(Recorder(), partials), DEFAULT_AUDIO_FORMAT,
+                                   options=options or LiveOptions())
     session.live_slack_s = -1.0 if pace == "file" else 1e9  # a file sender at once, or never one
     step = round(frame_s * SAMPLE_RATE)
     for start in range(0, len(audio), step):

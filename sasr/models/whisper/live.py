@@ -98,6 +98,9 @@ PAD_S = 5.0  # silence appended to a partial's or a commit decode's window befor
 # commit decode's last words are never committed, and measured on the bench corpus its 30 s encoding
 # bought no accuracy for 20% more compute)
 FINAL_PAD_S = 30.0  # finals commit everything: encoded as 30 s, as Whisper was trained (short pads hallucinated)
+PROVISIONAL_HOLDBACK = 3  # with commits at utterance ends only, a partial forces what the two partials before
+# it wrote alike but their last this many words (shown, never committed): else every partial decoded the
+# whole utterance again token by token wherever its draft broke, with 20 s utterances most of the model time
 MAX_TOKENS_PER_S = 10  # a decode may write at most this many tokens a second of its window, plus 10: the
 # bench corpus's fastest decodes wrote 8 a second (timestamps included); a loop ran on to the 224-token
 # cap, a partial taking a slot for 224 steps (4 partials of 199 wrote a third of all partial tokens)
@@ -113,6 +116,7 @@ class LiveJob(WindowJob):
     skip: int = 0  # buffer samples before its window (a partial leaves the earlier utterances out)
     end: int = 0  # samples of the buffer it hears
     fallback: int = 0  # index into FALLBACK_TEMPERATURES
+    provisional: int = 0  # of its forced tokens, the last are the partial before's settled ones (not committed)
 
 
 def same_decode(a: LiveJob, b: LiveJob) -> bool:
@@ -182,6 +186,7 @@ class StreamingPolicy(LiveBuffer):
     partial: str = ""  # the not-yet-stable tail after the committed words
     guess: list[int] = field(default_factory=list)  # the last decode's tokens after the committed ones
     # (buffer times): the next decode's draft, checked by the engine in one pass instead of a step a token
+    provisional: int = 0  # leading tokens of the guess the next partial forces (commits at utterance ends only)
     retry: LiveJob | None = None  # a final decode to run again at the next temperature
     attempts: list = field(default_factory=list)  # (result, temperature, compression ratio) of its tries so far
     last_sent: TimedWord | None = None  # the last word committed
@@ -349,13 +354,15 @@ class StreamingPolicy(LiveBuffer):
             return None
         prompt = (self.context + self.committed[:num_prompt])[-LIVE_PROMPT_TOKENS:]
         prefix, sot_index = prefix_for(self.vocab, prompt, self.language, self.max_len)
-        forced = self._rebased(self.committed[num_prompt:], skip)
+        guess = self._rebased(self.guess, skip)
+        provisional = guess[: self.provisional] if kind == PARTIAL else []
+        forced = self._rebased(self.committed[num_prompt:], skip) + provisional
         pad_s = PAD_S if kind in (PARTIAL, COMMIT) else FINAL_PAD_S
         frames = math.ceil((len(window) // HOP_SAMPLES + pad_s * FRAMES_PER_S) / FRAMES_PER_S) * FRAMES_PER_S
         room = self.max_len - len(prefix) - len(forced) - 1
         cap = math.ceil(MAX_TOKENS_PER_S * len(window) / SAMPLE_RATE) + 10
         last = self.vocab.timestamp_begin + round(len(window) / SAMPLE_RATE / TIMESTAMP_S)
-        draft = list(itertools.takewhile(lambda t: t <= last, self._rebased(self.guess, skip)))
+        draft = list(itertools.takewhile(lambda t: t <= last, guess[len(provisional) :]))
         begin = self.vocab.timestamp_begin
         if draft and forced and draft[0] >= begin and forced[-1] >= begin:
             # after a closing timestamp (an earlier utterance's final) Whisper opens the next segment
@@ -365,7 +372,7 @@ class StreamingPolicy(LiveBuffer):
             audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
             seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room, cap)),
             num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=kind != PARTIAL,
-            kind=kind, end=end, fallback=fallback, skip=skip,
+            kind=kind, end=end, fallback=fallback, skip=skip, provisional=len(provisional),
         )
 
     def _rebased(self, tokens: list[int], start: int) -> list[int]:
@@ -405,7 +412,9 @@ class StreamingPolicy(LiveBuffer):
             utterance_words = self.num_committed_words - (self.history[-1][2] if self.history else 0)
             self.previous = [w.text for w in words[utterance_words:]]
             self.partial = " ".join(w.strip() for w in self.previous)
-            self.guess = self._rebased(result.tokens[len(job.forced) :], -job.skip)
+            guess = self._rebased(result.tokens[len(job.forced) - job.provisional :], -job.skip)
+            self.provisional = 0 if self.early_commits else self._settled(self.guess, guess)
+            self.guess = guess
             return []
         fresh = words[self.num_committed_words :]
         logprobs = self._token_logprobs(len(job.forced), result, fresh)
@@ -434,7 +443,7 @@ class StreamingPolicy(LiveBuffer):
             cut -= 1  # a timestamp after the words committed is the decode's guess at where they end, at
             # times seconds past it, over words it skipped: forced, it would tell later decodes that they were heard
         self.committed = list(job.forced) + new_tokens[:cut]
-        self.guess = new_tokens[cut:] if job.kind == COMMIT else []
+        self.guess, self.provisional = (new_tokens[cut:] if job.kind == COMMIT else []), 0
         self.num_committed_words += len(commit)
         self.partial = " ".join(w.strip() for w in self.previous)
         offset_s = self.buffer_start / SAMPLE_RATE
@@ -454,6 +463,16 @@ class StreamingPolicy(LiveBuffer):
         elif job.kind == FORCED:
             self._cut_long(job, commit[-1].end_s if commit else len(job.audio) / SAMPLE_RATE)
         return [w for w in timed if w.text]
+
+    def _settled(self, before: list[int], tokens: list[int]) -> int:
+        """Leading tokens of a partial's (buffer times) that the partial before wrote too, less their last
+        PROVISIONAL_HOLDBACK words and any timestamp after them (its guess at where they end)."""
+        same = next((i for i, (a, b) in enumerate(zip(before, tokens)) if a != b), min(len(before), len(tokens)))
+        num_words = len(split_word_tokens(self.vocab, tokens[:same]))
+        keep = token_cut(self.vocab, tokens, max(0, num_words - PROVISIONAL_HOLDBACK))
+        while keep and tokens[keep - 1] >= self.vocab.timestamp_begin:
+            keep -= 1
+        return keep
 
     def _cut_long(self, job: LiveJob, last_end_s: float) -> None:
         """Start a long utterance's window afresh: where the model's last segment in its second half
@@ -526,6 +545,7 @@ class StreamingPolicy(LiveBuffer):
         """Everything committed up to buffer sample `end` becomes the prompt; the buffer starts there."""
         self.context += self.committed
         self.committed, self.num_committed_words, self.history, self.guess = [], 0, [], []
+        self.provisional = 0
         self._cut(end)
         if self.tracker.in_speech:  # a forced cut inside an utterance: partials go on from here
             self.next_partial = self.buffer_start + self.chunk_samples
