@@ -49,7 +49,7 @@ class WhisperEngine(EngineCore):
                       options: LiveOptions = LiveOptions()) -> live.StreamingPolicy:
         endpoint_s = options.endpoint_ms / 1000 if options.endpoint_ms else live.ENDPOINT_S  # (read now: benches set it)
         policy = live.StreamingPolicy(self.vocab, self.max_len, language, round(chunk_s * SAMPLE_RATE),
-                                 early_commits=options.commits == "early", tracker=SpeechTracker(endpoint_s))
+                                      early_commits=options.commits == "early", tracker=SpeechTracker(endpoint_s))
         policy.context = self.vocab.encode(" " + prompt.strip()) if prompt else []
         return policy
 

@@ -24,8 +24,11 @@ where the model's last segment in its second half ended (or after its last commi
 dropped. Silence costs no decode. Word timings come from the decoder's cross-attention (timing.py).
 Each decode brings the tokens the session's last decode wrote after the committed ones as a draft:
 the engine checks it in the prefill and keeps what its own sampling would have written, so the text
-is the same and every token guessed right is a decode step saved. A partial's words are shown, never
-timed: it asks for no alignment (no cross-attention weights, no DTW). Once TAIL_S of silence follows
+is the same (but where two tokens are all but tied: a prefill's products round otherwise than a
+step's) and every token guessed right is a decode step saved. A partial's words are shown, never
+timed: it asks for no alignment (no cross-attention weights, no DTW). With commits at utterance ends only
+(`early_commits` False) a partial forces what the two partials before it wrote alike, but their last
+PROVISIONAL_HOLDBACK words (shown, never committed: finals force none of it). Once TAIL_S of silence follows
 the speech (all of it a final hears), the final it would bring is made `ahead` and the session has it
 decoded while the rest of ENDPOINT_S is awaited (the same decode, so the same words, only sooner);
 speech that goes on, or words committed meanwhile, make it stale.
