@@ -86,10 +86,12 @@ def test_forward_matches_transformers(tiny, speech):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+@torch.inference_mode()
 def test_padding_tokens_write_only_the_scratch_row(tiny, speech):
-    """A batched prefill pads the shorter prompt: its padding writes the arena's scratch row, never a
-    block, and each prompt's tokens land in the rows of its own blocks."""
-    from sasr.engine.batch import Batch, NewSequence, SamplingParams
+    """A batched prefill (CUDA's: the CPU prefills one sequence at a time) pads the shorter prompt: its
+    padding writes the arena's scratch row, never a block, and each prompt's tokens land in the rows
+    of its own blocks."""
+    from sasr.engine.batch import NewSequence, SamplingParams
     from sasr.models.qwen3_asr.decode import make_job
     from sasr.models.qwen3_asr.model import Qwen3ASR
     from sasr.models.qwen3_asr.runner import PagedRunner
@@ -99,8 +101,8 @@ def test_padding_tokens_write_only_the_scratch_row(tiny, speech):
     lengths = [len(job.prompt.ids) for job in jobs]
     assert lengths[0] < lengths[1] <= 256
     tables = [list(range(16, 32)), list(range(16))]  # the shorter prompt's blocks come second
-    runner.step(Batch(new=[NewSequence(i, i, job.prompt.ids, [], SamplingParams(), job.windows, tables[i])
-                           for i, job in enumerate(jobs)]))
+    new = [NewSequence(i, i, job.prompt.ids, [], SamplingParams(), job.windows, tables[i]) for i, job in enumerate(jobs)]
+    runner._prefill(new, runner._audio_embeddings(new))
     written = runner.arena.k[0].abs().sum((1, 2)) > 0  # [rows]: which arena rows hold a key
     expected = torch.zeros_like(written)
     for table, length in zip(tables, lengths):
@@ -152,6 +154,57 @@ async def test_alone_equals_batched_with_and_without_cache_hits(tiny, speech):
     assert results[-1].num_cached_tokens >= 2 * 104  # the 18 s prompt found the 16 s one's two windows
     assert all(r.num_cached_tokens == 0 for r in results[:-1])  # the others shared a step without hits
     assert len({tuple(t) for t in alone}) > 1  # the text depends on the audio
+
+
+def random_runner(loaded):
+    """A runner on the tiny model whose KV arena holds random keys and values."""
+    from sasr.models.qwen3_asr.engine import BLOCK_SIZE, MAX_LEN
+    from sasr.models.qwen3_asr.model import Qwen3ASR
+    from sasr.models.qwen3_asr.runner import PagedRunner
+
+    runner = PagedRunner(Qwen3ASR(loaded.model), loaded.vocab, 16, 64, BLOCK_SIZE, MAX_LEN)
+    generator = torch.Generator().manual_seed(0)
+    for t in (runner.arena.k, runner.arena.v):
+        t.copy_(torch.randn(t.shape, generator=generator))
+    return runner
+
+
+@torch.inference_mode()  # as the engine's steps run
+def test_a_decode_step_gives_each_row_the_same_numbers_whatever_its_batch(tiny):
+    """On the CPU a product's rounding follows its row count and an attention's its keys' length:
+    a row's logits came out otherwise with 1, 2, 3-7 or 8+ rows in its step, and beside a longer
+    row (this Xeon, fp32). Steps now run at least model.steady_rows rows, each row attending to its
+    own keys alone, so a session's tokens do not depend on what else is decoded with it."""
+    from sasr.engine.batch import DecodeRow, SamplingParams
+
+    runner = random_runner(tiny)
+    row = lambda i, position: DecodeRow(i, 5 + i, position, [], SamplingParams(), None,  # noqa: E731
+                                        [4 * i + b for b in range(4)])
+    alone = runner.decode([row(0, 30)])
+    for n in (2, 3, 8, 15, 16):
+        batch = [row(0, 30), *(row(i, 10 + 3 * i) for i in range(1, n))]  # some rows longer than the first
+        assert torch.equal(runner.decode(batch)[0], alone[0]), n
+
+
+@torch.inference_mode()
+def test_a_prefill_gives_a_sequence_the_same_numbers_alone_as_beside_others(tiny, speech):
+    """On the CPU new sequences are prefilled one at a time: batched, a prompt's rows were rounded by
+    the others' counts (its windows encoded beside the others' measured the same as alone)."""
+    from sasr.engine.batch import AudioWindow, NewSequence, SamplingParams
+    from sasr.models.qwen3_asr.vocab import num_audio_tokens
+
+    def sequence(i: int, audio: np.ndarray, text: int) -> NewSequence:
+        tokens = num_audio_tokens(len(audio))
+        prefix = [7] * 3 + [9] * tokens + list(range(20, 20 + text))
+        return NewSequence(i, i, prefix, [], SamplingParams(), [AudioWindow(i, audio, 3, tokens, False)],
+                           [8 * i + b for b in range(8)])
+
+    runner = random_runner(tiny)
+    first = sequence(0, speech[0][:5 * 16000], 10)
+    alone = runner.prefill([first])
+    others = [sequence(i, speech[i][: (3 + i) * 16000], 5 * i) for i in (1, 2, 3)]
+    assert torch.equal(runner.prefill([first, *others])[0], alone[0])
+    assert torch.equal(runner.prefill([*others, first])[-1], alone[0])
 
 
 async def run_session(loaded, audio: np.ndarray, **engine_kwargs) -> tuple[list[dict], str]:

@@ -20,6 +20,7 @@ from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
 from sasr.audio.constants import HOP_SAMPLES
 from sasr.audio.features import log_mel
+from sasr.models.rows import steady_rows
 from sasr.models.qwen3_asr.vocab import (
     CHUNK_FRAMES,
     TOKENS_PER_CHUNK,
@@ -141,15 +142,27 @@ class Qwen3ASR:
         return torch.mm(self.model.lm_head.weight, hidden.T).T.float()
 
     @torch.inference_mode()
+    def steady_rows(self, max_rows: int) -> int:
+        """The fewest rows from which a decode step's products give each row the same numbers whatever
+        the row count, up to max_rows, on this machine's kernels (sasr.models.rows)."""
+        layer, width = self.lm.layers[0], self.lm.embed_tokens.weight.shape[1]
+        attn = layer.self_attn
+        products = [attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp, self.logits]
+        widths = [width, width, width, attn.o_proj.in_features, width, width]
+        return steady_rows(products, widths, max_rows, self.device, self.dtype)
+
+    @torch.inference_mode()
     def decode(self, arena: PagedKV, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-               block_tables: torch.Tensor, kv_len: int) -> torch.Tensor:
+               block_tables: torch.Tensor, kv_len: int, lens: list[int] | None = None) -> torch.Tensor:
         """Run input embeddings x [B, T, D] at positions [B, T]; return final hidden states [B, T, D].
 
         Each token's K/V is written to its arena row slots[b, t] (a padding token's is the scratch
         row); each query attends to its sequence's keys at positions up to its own, within the first
         kv_len positions: the leading blocks of its block table [B, max_blocks] (columns past its
         own blocks may hold any block: their positions are masked). Shapes depend on B, T and kv_len
-        only, and nothing here reads a tensor's values on the host.
+        only, and nothing here reads a tensor's values on the host. lens (T = 1, on the host): each
+        row attends to its first lens[b] keys in a call of its own, unmasked, so a row's numbers do
+        not depend on how long the others' are (eager only: a CPU step).
         """
         batch = x.shape[0]
         write = slots.flatten()  # [B*T]
@@ -170,9 +183,12 @@ class Qwen3ASR:
             # whole blocks, one contiguous copy each: [B, nb * block_size, Hkv, Dh], cut to kv_len
             keys, values = (arena.blocks(t[i]).index_select(0, key_blocks).view(batch, -1, *k.shape[2:])[:, :kv_len]
                             for t in (arena.k, arena.v))
-            o = F.scaled_dot_product_attention(
-                q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2), attn_mask=mask, enable_gqa=True
-            )
+            q, keys, values = q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)  # [B, heads, len, Dh]
+            if lens is None:
+                o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
+            else:
+                o = torch.cat([F.scaled_dot_product_attention(q[b : b + 1], keys[b : b + 1, :, :n], values[b : b + 1, :, :n],
+                                                              enable_gqa=True) for b, n in enumerate(lens)])
             x = x + attn.o_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.mlp(self._norm(layer.post_attention_layernorm, x))
         return self._norm(self.lm.norm, x)

@@ -74,6 +74,12 @@ class PagedRunner:
         self.prefill_ints = staged(3, max_num_seqs, max_len)  # [3, S, max_len]
         self.prefill_tables = staged(max_num_seqs, self.max_blocks_per_seq)
         self.prefill_last = staged(max_num_seqs)  # each new sequence's last token, as a row of [S * width]
+        # on the CPU a sequence's numbers (so its text) depend on nothing else in its step: decode steps
+        # run at least this many rows (model.steady_rows, measured at the first step on the engine's
+        # thread), each row attending to its own keys alone; prefills go one at a time (windows encoded
+        # together measured the same as alone, fp32)
+        self.max_num_seqs = max_num_seqs
+        self.pad_rows: int | None = None if self.device.type == "cpu" else 0
 
     def arena_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.arena.k, self.arena.v))
@@ -85,20 +91,25 @@ class PagedRunner:
 
     def decode(self, rows: list[DecodeRow]) -> torch.Tensor:
         """Logits [len(rows), V] of each running sequence's next token."""
+        if self.pad_rows is None:
+            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
         n = len(rows)
+        m = max(n, self.pad_rows)  # rows past n: padding, writing the scratch row
         ints = self.decode_ints.np
         ints[0, :n, 0] = [r.token for r in rows]
         ints[1, :n, 0] = [r.position for r in rows]
         ints[2, :n, 0] = [self._arena_row(r.block_table, r.position) for r in rows]
+        ints[:, n:m, 0] = [[0], [0], [self.arena.scratch_row]]
         kv_len = max(r.position for r in rows) + 1
         num_key_blocks = -(-kv_len // self.block_size)
         for i, r in enumerate(rows):  # columns past a row's table keep older blocks: never attended to
             table = r.block_table[:num_key_blocks]
             self.decode_tables.np[i, : len(table)] = table
-        tokens, positions, slots = self.decode_ints.upload(slice(None), slice(0, n)).unbind(0)  # [n, 1] each
-        tables = self.decode_tables.upload(slice(0, n), slice(0, num_key_blocks))
-        hidden = self.model.decode(self.arena, self.model.embed(tokens), positions, slots, tables, kv_len)
-        return self.model.logits(hidden[:, -1])
+        tokens, positions, slots = self.decode_ints.upload(slice(None), slice(0, m)).unbind(0)  # [m, 1] each
+        tables = self.decode_tables.upload(slice(0, m), slice(0, num_key_blocks))
+        lens = [r.position + 1 for r in rows] + [1] * (m - n) if self.device.type == "cpu" else None
+        hidden = self.model.decode(self.arena, self.model.embed(tokens), positions, slots, tables, kv_len, lens)
+        return self.model.logits(hidden[:, -1])[:n]
 
     # -- new sequences: encode what is missing, prefill what is not cached ---------------------------
 
@@ -128,8 +139,14 @@ class PagedRunner:
         return found
 
     def prefill(self, new: list[NewSequence]) -> torch.Tensor:
-        """Compute each new sequence's prompt after its cached prefix; logits [N, V] of its last token."""
+        """Compute each new sequence's prompt after its cached prefix; logits [N, V] of its last token
+        (on the CPU one sequence at a time: see pad_rows)."""
         audio = self._audio_embeddings(new)
+        if self.device.type == "cpu" and len(new) > 1:
+            return torch.cat([self._prefill([seq], audio) for seq in new])
+        return self._prefill(new, audio)
+
+    def _prefill(self, new: list[NewSequence], audio: dict[int, torch.Tensor]) -> torch.Tensor:
         counts = [len(seq.prefix) - seq.num_cached for seq in new]
         n, width = len(new), max(counts)
         kv_len = max(len(seq.prefix) for seq in new)

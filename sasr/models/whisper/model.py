@@ -14,6 +14,7 @@ from torch import nn
 from transformers import WhisperForConditionalGeneration
 
 from sasr.audio.constants import WINDOW_FRAMES
+from sasr.models.rows import pad_to, steady_rows
 
 
 @dataclass
@@ -52,11 +53,6 @@ def runs(lens: list[int]) -> list[tuple[int, int, int]]:
         else:
             out.append((row, row + 1, n))
     return out
-
-
-def pad_to(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """x with zero rows appended along its first dimension up to rows (x itself if it has as many)."""
-    return x if len(x) >= rows else torch.cat([x, x.new_zeros(rows - len(x), *x.shape[1:])])
 
 
 class WhisperModel:
@@ -120,26 +116,12 @@ class WhisperModel:
 
     @torch.inference_mode()
     def steady_rows(self, max_rows: int) -> int:
-        """The fewest rows from which a decode step's matrix products give each row the same numbers
-        whatever the row count, up to max_rows, on this machine's kernels (1: any count).
-
-        A CPU library picks a product's kernel, and so its rounding, by the number of rows: MKL's
-        fp32 products give a row other last bits at 1-15 rows than at 16 or more (tiny.en's shapes,
-        an Intel Xeon), oneDNN's bf16 ones from 33 rows. Decode steps run with at least this many rows
-        (the rest zeros), so a sequence's tokens do not depend on how many others share its step.
-        Measured with random inputs: the kernel is chosen by shape, not by values.
-        """
-        generator = torch.Generator().manual_seed(0)
+        """The fewest rows from which a decode step's products give each row the same numbers whatever
+        the row count, up to max_rows, on this machine's kernels (sasr.models.rows)."""
         layer = self.decoder.layers[0]
         products = [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.fc1, layer.fc2, self.logits]
-        inputs = [torch.randn(max_rows, f.in_features if isinstance(f, nn.Linear) else self.model.config.d_model,
-                              generator=generator).to(self.device, self.dtype) for f in products]
-        full = [f(x) for f, x in zip(products, inputs)]
-        steady = max_rows
-        while steady > 1 and all(torch.equal(f(x[: steady - 1]), out[: steady - 1])
-                                 for f, x, out in zip(products, inputs, full)):
-            steady -= 1
-        return steady
+        widths = [f.in_features if isinstance(f, nn.Linear) else self.model.config.d_model for f in products]
+        return steady_rows(products, widths, max_rows, self.device, self.dtype)
 
     @torch.inference_mode()
     def decode(
