@@ -39,8 +39,7 @@ import torch
 
 from bench.corpus import SLICES, build
 from bench.http_load import corpus_wer
-from sasr.engine import TranscriptionRequest
-from sasr.live.commit import LiveOptions
+from sasr.engine import LiveOptions, TranscriptionRequest
 from sasr.models.quant import QUANTIZE_MODES
 from sasr.models.whisper import live
 from sasr.models.whisper.engine import WhisperEngine

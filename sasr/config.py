@@ -10,8 +10,6 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from sasr.live.commit import LiveOptions
-
 
 def setting(help: str, **extra: str) -> msgspec.Meta:
     """A field's help text and command-line extras."""
@@ -90,8 +88,3 @@ class ServerConfig(msgspec.Struct, kw_only=True):
         "on SIGTERM/SIGINT: seconds to drain (refuse new work, finish requests, send live sessions their "
         "final text) before exiting; a second signal exits at once"
     )] = 30.0
-
-    @property
-    def live_options(self) -> LiveOptions:
-        """Live sessions' defaults (a seed-protocol client may choose its own)."""
-        return LiveOptions(self.live_commits, self.endpoint_ms)

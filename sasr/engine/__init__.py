@@ -7,12 +7,11 @@ continuous batching on a worker thread, with a model family's runner and policie
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 
-from sasr.live.commit import LiveOptions
 from sasr.protocol import Segment, Word
 
 
@@ -22,6 +21,19 @@ class EngineBusy(Exception):
     def __init__(self, retry_after_s: int = 1) -> None:
         super().__init__("the server is at capacity; retry shortly")
         self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """How a live session's words are committed, where its model's policy lets a session choose
+    (`Engine.live_options` names the fields its policy takes; Whisper's takes both)."""
+
+    commits: str = "early"  # early: settled words while the speaker talks; final: at their utterance's end only
+    endpoint_ms: int | None = None  # the silence that ends an utterance (None: the policy's default)
+
+    def chosen(self) -> set[str]:
+        """The fields set to other than their defaults."""
+        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,19 +17,6 @@ SPEECH_ON = 0.5  # a frame this likely to be speech starts an utterance
 SPEECH_OFF = 0.35  # below this, a frame counts as silence (hysteresis)
 MIN_SPEECH_S = 0.1  # shorter bursts (clicks, a cough) are not utterances
 CONFIRM_WORDS = 2  # a settled word two hypotheses word differently counts as agreed if this many after it agree
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """How a live session's words are committed, where its model's policy lets a session choose
-    (`Engine.live_options` names the fields its policy takes; Whisper's takes both)."""
-
-    commits: str = "early"  # early: settled words while the speaker talks; final: at their utterance's end only
-    endpoint_ms: int | None = None  # the silence that ends an utterance (None: the policy's default)
-
-    def chosen(self) -> set[str]:
-        """The fields set to other than their defaults."""
-        return {f.name for f in fields(self) if getattr(self, f.name) != f.default}
 
 
 @dataclass

@@ -21,7 +21,8 @@ import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
 from sasr.audio.stream import FrameDecoder
-from sasr.live.commit import VAD_FRAME_SAMPLES, LiveOptions, TimedWord
+from sasr.engine import LiveOptions
+from sasr.live.commit import VAD_FRAME_SAMPLES, TimedWord
 from sasr.live.turns import TurnDetection, Turns
 
 # A client ahead of the wall clock by more than LIVE_SLACK_S plus CLOCK_DRIFT of the time since its

@@ -17,6 +17,7 @@ from sasr.server.auth import require_key
 from sasr.server.errors import EXCEPTION_HANDLERS, APIError
 from sasr.server.http import ROUTES
 from sasr.server.page import PAGE_ROUTES
+from sasr.server.sockets import live_defaults
 from sasr.server.realtime import realtime
 from sasr.server.ws import transcription_stream
 
@@ -63,9 +64,9 @@ def create_app(config: ServerConfig, engine: Engine, served_model_name: str) -> 
     """An app serving `engine`; the engine is closed when the app shuts down."""
     if config.endpoint_ms is not None and not 100 <= config.endpoint_ms <= 5000:
         raise ValueError(f"--endpoint-ms must be 100-5000, not {config.endpoint_ms}")
-    if unsupported := sorted(config.live_options.chosen() - engine.live_options):
+    if unsupported := sorted(live_defaults(config).chosen() - engine.live_options):
         flags = {"commits": "--live-commits", "endpoint_ms": "--endpoint-ms"}
-        raise ValueError(f"{', '.join(flags[name] for name in unsupported)}: not a choice this model's live policy takes")
+        raise ValueError(f"{', '.join(flags.get(name, name) for name in unsupported)}: not a choice this model's live policy takes")
     state = State(
         {
             "config": config,

@@ -69,6 +69,7 @@ from sasr.server.sockets import (
     count_lost,
     decode_event,
     draining,
+    live_defaults,
     next_message,
 )
 
@@ -306,7 +307,7 @@ class Connection:
             self.state.engine, self.listener, settings.audio_format, settings.transcription.language,
             settings.transcription.prompt, settings.turns, chunk_s=config.chunk_seconds,
             max_buffer_s=config.max_buffer_seconds, max_file_s=config.max_audio_seconds,
-            options=config.live_options,
+            options=live_defaults(config),
         )
         self.session.id = self.id
         return self.session

@@ -1,6 +1,6 @@
 """What both WebSocket protocols share: decoding a client's event (and saying why one is refused),
-waiting for the client's next message without missing a failure of the session meanwhile, and
-counting sessions whose client went away."""
+waiting for the client's next message without missing a failure of the session meanwhile,
+counting sessions whose client went away, and live sessions' options from the server's flags."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import typing
 import msgspec
 from litestar import WebSocket
 
+from sasr.config import ServerConfig
+from sasr.engine import LiveOptions
 from sasr.live.session import Session
 
 
@@ -69,3 +71,8 @@ def count_lost(state, message: dict, protocol: str) -> None:
     if message.get("code") not in (1000, 1001):
         state.metrics.inc("sasr_live_sessions_lost_total", protocol=protocol,
                           help="Live sessions whose client went away without a normal close (gone, or reaped)")
+
+
+def live_defaults(config: ServerConfig) -> LiveOptions:
+    """Live sessions' options from the server's flags (a seed-protocol client may choose its own)."""
+    return LiveOptions(config.live_commits, config.endpoint_ms)

@@ -10,6 +10,7 @@ from litestar import WebSocket, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
 
+from sasr.engine import LiveOptions
 from sasr.live.commit import TimedWord
 from sasr.live.session import BufferOverflow, Listener, Session
 from sasr.protocol import (
@@ -33,6 +34,7 @@ from sasr.server.sockets import (
     count_lost,
     decode_event,
     draining,
+    live_defaults,
     next_message,
 )
 
@@ -73,12 +75,12 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
 
     asked = {name: value for name, value in (("commits", start.commits), ("endpoint_ms", start.endpoint_ms))
              if value is not None}
-    if unsupported := sorted(set(asked) - state.engine.live_options):
+    if unsupported := sorted(LiveOptions(**asked).chosen() - state.engine.live_options):  # (a default asked for: fine)
         raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD,
                             f"{', '.join(unsupported)}: not a choice this model's live policy takes")
     return Session(state.engine, StreamListener(socket, start.partials), start.audio_format, start.language,
                    chunk_s=state.config.chunk_seconds, max_buffer_s=state.config.max_buffer_seconds,
-                   max_file_s=state.config.max_audio_seconds, options=replace(state.config.live_options, **asked))
+                   max_file_s=state.config.max_audio_seconds, options=replace(live_defaults(state.config), **asked))
 
 
 class StreamListener(Listener):

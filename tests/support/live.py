@@ -49,7 +49,7 @@ async def replay_stream(engine, audio: np.ndarray, pace: str = "file", frame_s: 
     import asyncio
 
     from sasr.live import session as live_session
-    from sasr.live.commit import LiveOptions
+    from sasr.engine import LiveOptions
     from sasr.protocol import DEFAULT_AUDIO_FORMAT, TranscriptFinal, server_event_decoder
     from sasr.server.ws import StreamListener
 

@@ -13,12 +13,11 @@ import torch
 
 from sasr.audio.constants import HOP_SAMPLES, SAMPLE_RATE
 from sasr.audio.energy import is_silent
-from sasr.engine import TranscriptionRequest
+from sasr.engine import LiveOptions, TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.blocks import BlockManager
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
-from sasr.live.commit import LiveOptions
 from sasr.models.qwen3_asr.decode import (
     CONTEXT_CHARS,
     Qwen3Job,

@@ -20,7 +20,7 @@ from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
 
 from sasr.audio.constants import HOP_SAMPLES
 from sasr.audio.features import log_mel
-from sasr.models.rows import steady_rows
+from sasr.models.rows import pad_to, steady_rows
 from sasr.models.qwen3_asr.vocab import (
     CHUNK_FRAMES,
     TOKENS_PER_CHUNK,
@@ -160,14 +160,16 @@ class Qwen3ASR:
         row); each query attends to its sequence's keys at positions up to its own, within the first
         kv_len positions: the leading blocks of its block table [B, max_blocks] (columns past its
         own blocks may hold any block: their positions are masked). Shapes depend on B, T and kv_len
-        only, and nothing here reads a tensor's values on the host. lens (T = 1, on the host): each
-        row attends to its first lens[b] keys in a call of its own, unmasked, so a row's numbers do
-        not depend on how long the others' are (eager only: a CPU step).
+        only, and nothing here reads a tensor's values on the host. lens (T = 1, on the host): each of
+        the first len(lens) rows attends to its first lens[b] keys in a call of its own, unmasked, so a
+        row's numbers do not depend on how long the others' are, and the rows after them are padding
+        (attending to nothing: zeros; eager only, a CPU step).
         """
         batch = x.shape[0]
+        rows = batch if lens is None else len(lens)  # rows that attend
         write = slots.flatten()  # [B*T]
         num_key_blocks = -(-kv_len // arena.block_size)
-        key_blocks = block_tables[:, :num_key_blocks].flatten()  # [B*nb]
+        key_blocks = block_tables[:rows, :num_key_blocks].flatten()  # [rows*nb]
         offsets = torch.arange(kv_len, device=self.device)
         mask = (offsets[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, kv_len]
         cos, sin = self.lm.rotary_emb(x, positions)
@@ -181,14 +183,15 @@ class Qwen3ASR:
             arena.k[i].index_copy_(0, write, k.flatten(0, 1))
             arena.v[i].index_copy_(0, write, v.flatten(0, 1))
             # whole blocks, one contiguous copy each: [B, nb * block_size, Hkv, Dh], cut to kv_len
-            keys, values = (arena.blocks(t[i]).index_select(0, key_blocks).view(batch, -1, *k.shape[2:])[:, :kv_len]
+            keys, values = (arena.blocks(t[i]).index_select(0, key_blocks).view(rows, -1, *k.shape[2:])[:, :kv_len]
                             for t in (arena.k, arena.v))
             q, keys, values = q.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2)  # [B, heads, len, Dh]
             if lens is None:
                 o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=True)
             else:
-                o = torch.cat([F.scaled_dot_product_attention(q[b : b + 1], keys[b : b + 1, :, :n], values[b : b + 1, :, :n],
-                                                              enable_gqa=True) for b, n in enumerate(lens)])
+                o = pad_to(torch.cat([F.scaled_dot_product_attention(q[b : b + 1], keys[b : b + 1, :, :n],
+                                                                     values[b : b + 1, :, :n], enable_gqa=True)
+                                      for b, n in enumerate(lens)]), batch)
             x = x + attn.o_proj(o.transpose(1, 2).flatten(2))
             x = x + layer.mlp(self._norm(layer.post_attention_layernorm, x))
         return self._norm(self.lm.norm, x)

@@ -106,8 +106,8 @@ class PagedRunner:
             table = r.block_table[:num_key_blocks]
             self.decode_tables.np[i, : len(table)] = table
         tokens, positions, slots = self.decode_ints.upload(slice(None), slice(0, m)).unbind(0)  # [m, 1] each
-        tables = self.decode_tables.upload(slice(0, m), slice(0, num_key_blocks))
-        lens = [r.position + 1 for r in rows] + [1] * (m - n) if self.device.type == "cpu" else None
+        tables = self.decode_tables.upload(slice(0, n), slice(0, num_key_blocks))
+        lens = [r.position + 1 for r in rows] if self.device.type == "cpu" else None  # the rest: padding
         hidden = self.model.decode(self.arena, self.model.embed(tokens), positions, slots, tables, kv_len, lens)
         return self.model.logits(hidden[:, -1])[:n]
 

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from sasr.audio.constants import SAMPLE_RATE
-from sasr.engine import TranscriptionRequest
+from sasr.engine import LiveOptions, TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
-from sasr.live.commit import LiveOptions, SpeechTracker
+from sasr.live.commit import SpeechTracker
 from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_form
 from sasr.models.whisper import live
 from sasr.models.whisper.load import LoadedWhisper

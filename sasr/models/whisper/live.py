@@ -332,7 +332,9 @@ class StreamingPolicy(LiveBuffer):
             self.ahead = job
 
     def _trim_silence(self, position: int) -> None:
-        """Between utterances: keep only LEAD_S of the silence, for the next onset."""
+        """Between utterances: keep only LEAD_S of the silence, for the next onset. A burst too short to be
+        an utterance (the tracker dropped it, no final) leaves nothing either: no decode point, no guess."""
+        self.next_partial, self.guess, self.provisional, self.previous, self.partial = 0, [], 0, [], ""
         cut = position - round(LEAD_S * SAMPLE_RATE) - self.buffer_start
         if self.history and position - self.buffer_start - self.history[-1][0] >= HISTORY_GAP_S * SAMPLE_RATE:
             self._keep_history(0)  # a long pause: the earlier utterances are no context for the next
@@ -471,7 +473,8 @@ class StreamingPolicy(LiveBuffer):
         """Leading tokens of a partial's (buffer times) that the partial before wrote too, less their last
         PROVISIONAL_HOLDBACK words and any timestamp after them (its guess at where they end)."""
         same = next((i for i, (a, b) in enumerate(zip(before, tokens)) if a != b), min(len(before), len(tokens)))
-        num_words = len(split_word_tokens(self.vocab, tokens[:same]))
+        whole = same == len(tokens) or tokens[same] >= self.vocab.eot or self.vocab.decode(tokens[same : same + 1]).startswith(" ")
+        num_words = len(split_word_tokens(self.vocab, tokens[:same])) - (not whole)  # a word cut short is none
         keep = token_cut(self.vocab, tokens, max(0, num_words - PROVISIONAL_HOLDBACK))
         while keep and tokens[keep - 1] >= self.vocab.timestamp_begin:
             keep -= 1
