@@ -70,8 +70,9 @@ async def test_sampling_is_the_same_alone_and_batched(engine, eight_files):
 
 
 async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, eight_files):
-    """A draft (a live session's last text of the same audio) is checked in the prefill: the tokens
-    are greedy decoding's whatever the draft says, and each one it guessed right is a step saved."""
+    """A draft (a live session's last text of the same audio) is checked in the prefill, and where the
+    sampling leaves it, in the step after the tokens pick it up again: the tokens are greedy decoding's
+    whatever the draft says, and each one it guessed right is a step saved."""
     import numpy as np
 
     from sasr.models.whisper.decode import WindowJob, prefix_for
@@ -88,12 +89,17 @@ async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, e
     assert right.attention.shape == plain.attention.shape
     np.testing.assert_allclose(right.attention.astype(np.float32), plain.attention.astype(np.float32), atol=2e-2)
     k = len(tokens) // 2
-    for draft in (tokens[:k] + [tokens[k] + 1] + tokens[k + 1 :],  # wrong from k on
-                  tokens[:k], tokens + tokens[:5], [tokens[1]] + tokens):  # short, too long, wrong at once
+    cases = [  # (draft, steps): the prefill's, then each step's
+        (tokens[:k] + [tokens[k] + 1] + tokens[k + 1 :], 2),  # one token wrong: the next step checks the rest
+        ([tokens[1]] + tokens, 3),  # one too many at first: found again after two tokens
+        (tokens[:k], 1 + len(tokens) - k),  # short: the rest step by step
+        (tokens + tokens[:5], 1),  # too long: the end of text sampled after the tokens
+    ]
+    for draft, expected in cases:
         result, steps = await decode(draft)
-        assert result.tokens == tokens
-        accepted = next((i for i, (a, b) in enumerate(zip(draft, tokens)) if a != b), min(len(draft), len(tokens)))
-        assert steps == len(tokens) + 1 - accepted
+        assert result.tokens == tokens and steps == expected, (draft, steps)
+        np.testing.assert_allclose(result.logprobs, plain.logprobs, atol=2e-3)
+        np.testing.assert_allclose(result.attention.astype(np.float32), plain.attention.astype(np.float32), atol=2e-2)
 
 
 async def test_windows_encoded_ahead_decode_as_those_the_prefill_encodes(engine, eight_files, monkeypatch):

@@ -19,7 +19,7 @@ from sasr.models.quant import (
     int8_linear_reference,
     int8_supported,
 )
-from tests.support.live import replay_stream
+from tests.support.live import measures_steady_rows_unasked, replay_stream
 from tests.support.speech import ALSA_SOUNDS, ALSA_TEXTS, HARVARD, concat, read16k
 from tests.support.wer import wer
 
@@ -225,6 +225,14 @@ def test_a_decode_step_gives_each_row_the_same_numbers_whatever_its_batch(mode):
         for size in (1, 3):
             for a in range(0, rows - size + 1, size):
                 assert torch.equal(step(a, a + size), together[a : a + size]), (mode, pad, a, size)
+
+
+async def test_the_engine_measures_its_steady_rows_as_it_starts(quantised):
+    """steady_rows runs 16-row products over the vocabulary: measured on the engine's thread as it starts,
+    not inside the first request's first step."""
+    from sasr.models.whisper.engine import WhisperEngine
+
+    assert await measures_steady_rows_unasked(WhisperEngine(quantised, max_num_seqs=8))
 
 
 @pytest.mark.parametrize("num_frames", [600, 3000])

@@ -17,7 +17,7 @@ import websockets
 from sasr.config import ServerConfig
 from sasr.engine import TranscriptionRequest
 from sasr.server.app import create_app
-from tests.support.live import replay_session
+from tests.support.live import measures_steady_rows_unasked, replay_session
 from tests.support.server import Server
 from tests.support.speech import concat, read16k
 from tests.test_stream import pcm16, stream
@@ -184,6 +184,10 @@ def test_a_decode_step_gives_each_row_the_same_numbers_whatever_its_batch(tiny):
     for n in (2, 3, 8, 15, 16):
         batch = [row(0, 30), *(row(i, 10 + 3 * i) for i in range(1, n))]  # some rows longer than the first
         assert torch.equal(runner.decode(batch)[0], alone[0]), n
+
+
+async def test_the_engine_measures_its_steady_rows_as_it_starts(tiny):
+    assert await measures_steady_rows_unasked(make_engine(tiny))  # on its thread, not in the first step
 
 
 @torch.inference_mode()

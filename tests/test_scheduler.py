@@ -109,6 +109,26 @@ def test_a_draft_is_kept_as_far_as_the_runner_accepted_it():
     assert [(r.token, r.position) for r in batch.decode] == [(30, 5)]  # goes on after the accepted draft
 
 
+def test_a_running_sequence_picks_its_draft_up_again_where_its_tokens_meet_it():
+    s = Scheduler(max_num_seqs=1, stop_ids=frozenset({EOT}), max_len=50)
+    a = Sequence(prefix=[0, 1], max_new_tokens=20, inputs=AUDIO, draft=[20, 21, 22, 23, 24, 25, 26])
+    s.add(a)
+    batches = [s.schedule()]
+
+    def step(token: int, accepted: int = 0) -> list[int] | None:
+        """The runner chose the row's first `accepted` draft tokens, then `token`; the next row's draft."""
+        s.postprocess(batches[-1], StepOutput(tokens=[token], logprobs=[-0.5], accepted={a.seq_id: [-0.1] * accepted}))
+        batches.append(s.schedule())
+        return batches[-1].decode[0].draft if batches[-1] else None
+
+    # 20 kept, then 30 where the draft said 21: taken for a substitute, the draft goes on after it
+    assert step(30, accepted=1) == [22, 23, 24, 25, 26]
+    assert step(9, accepted=1) == [24, 25, 26]  # 22 kept, then 9 where it said 23 (say, a token added)
+    assert step(23) == [25, 26]  # (where 24 was expected: 23 taken for its substitute)
+    assert step(24) == [25, 26]  # 23 24 met in the draft: it goes on after them
+    assert step(EOT, accepted=2) is None and a.sampled == [20, 30, 22, 9, 23, 24, 25, 26]
+
+
 def test_a_draft_stops_before_a_stop_token_and_within_both_caps():
     s = Scheduler(max_num_seqs=3, stop_ids=frozenset({EOT}), max_len=8)
     stopped = Sequence(prefix=[0, 1], max_new_tokens=10, inputs=AUDIO, draft=[20, EOT, 21])

@@ -66,6 +66,9 @@ class DecodeRow:
     sampling: SamplingParams
     inputs: Any  # as in NewSequence
     block_table: list[int] = field(default_factory=list)  # decoder-only models: its blocks
+    # tokens guessed to follow `token` (its sequence's draft, where its tokens picked it up again): a runner
+    # may check them in the step and keep the leading ones its own sampling chose (StepOutput.accepted)
+    draft: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +96,6 @@ class StepOutput:
     tokens: list[int]  # sampled token of each row
     logprobs: list[float]  # log-probability of each sampled token under the filtered distribution
     extras: dict[int, Any] = field(default_factory=dict)  # seq_id -> model-specific output of this step
-    # seq_id -> log-probabilities of the leading draft tokens of a new sequence that its sampling chose
-    # (they come before `tokens[row]`); a runner that ignores drafts accepts none
+    # seq_id -> log-probabilities of the leading draft tokens of a row (new or decode) that its sampling
+    # chose (they come before `tokens[row]`); a runner that ignores drafts accepts none
     accepted: dict[int, list[float]] = field(default_factory=dict)

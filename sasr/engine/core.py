@@ -89,6 +89,10 @@ class EngineCore:
         callback) fails the sequences it may have touched and the engine goes on; after
         MAX_CONSECUTIVE_FAULTS in a row it gives up: `failure` is set and every sequence fails at once."""
         torch.set_grad_enabled(False)
+        try:  # the runner's one-time measurements, on this thread, before any request waits for them
+            getattr(self.runner, "prepare", lambda: None)()
+        except Exception:
+            log.exception("the runner's preparation failed (it is tried again at the first step)")
         faults = 0
         while not self.stopping:
             try:
@@ -168,7 +172,7 @@ class EngineCore:
         m.inc("sasr_engine_draft_tokens_total", sum(len(n.draft) for n in batch.new),
               help="Draft tokens new sequences brought to verify (a live session's last text of its audio)")
         m.inc("sasr_engine_draft_tokens_accepted_total", sum(map(len, output.accepted.values())),
-              help="Draft tokens the model's own sampling chose: each one a decode step saved")
+              help="Draft tokens the model's own sampling chose (in a prefill or, picked up again, a later step)")
         self._record_model(batch)
 
     def _record_model(self, batch) -> None:

@@ -24,6 +24,13 @@ from sasr.engine.batch import (
 )
 from sasr.engine.blocks import Allocation, BlockManager
 
+# where a running sequence's sampled tokens pick its draft up again (Scheduler._resynced): their last two are
+# looked for from RESYNC_BACK tokens before where the draft was expected to go on to RESYNC_AHEAD after;
+# a step verifies at most DRAFT_STEP_TOKENS of it. Measured on the live replays of the voices slice (each
+# decode's draft and tokens): a final's token steps fell 309 -> 112 (finals after a whole utterance's
+# partials, which the final words otherwise at its second or third token), partials' 1317 -> 1180
+RESYNC_BACK, RESYNC_AHEAD, DRAFT_STEP_TOKENS = 3, 32, 32
+
 
 class Status(enum.Enum):
     WAITING = "waiting"
@@ -47,7 +54,9 @@ class Sequence:
     seq_id: int = field(default_factory=lambda: next(_ids))
     sampled: list[int] = field(default_factory=list)  # starts with any forced tokens (num_forced of them)
     num_forced: int = 0  # tokens after the prefix known in advance (a live session's committed text)
-    draft: list[int] = field(default_factory=list)  # tokens guessed to follow them: verified in the prefill step
+    draft: list[int] = field(default_factory=list)  # tokens guessed to follow them: verified in the prefill step,
+    # and where the sampled tokens leave it, in later steps from where they pick it up again (_resynced)
+    draft_at: int = 0  # index in the draft of the token expected next
     sum_logprob: float = 0.0
     logprobs: list[float] = field(default_factory=list)  # of each sampled token (the end of text too)
     extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
@@ -136,8 +145,8 @@ class Scheduler:
         """The next step's batch, or None when nothing is waiting or running."""
         moves = self._compact()
         batch = Batch(moves=moves)
-        batch.decode = [DecodeRow(s.seq_id, s.sampled[-1], s.position, s.sampled, s.sampling, s.inputs, self._table(s))
-                        for s in self.running]
+        batch.decode = [DecodeRow(s.seq_id, s.sampled[-1], s.position, s.sampled, s.sampling, s.inputs, self._table(s),
+                                  self._resynced(s)) for s in self.running]
         ready = [s for s in self.waiting if s.ready]
         for seq in ready[: min(self.max_num_seqs - len(self.running), self.max_new_per_step)]:
             if self.blocks is not None:
@@ -150,15 +159,29 @@ class Scheduler:
             seq.slot, seq.status = len(self.running), Status.RUNNING
             self.running.append(seq)
             batch.new.append(NewSequence(seq.seq_id, seq.slot, seq.prefix + seq.sampled, seq.sampled, seq.sampling,
-                                         seq.inputs, self._table(seq), seq.num_cached_tokens, self._draft(seq)))
+                                         seq.inputs, self._table(seq), seq.num_cached_tokens, self._capped(seq, seq.draft)))
         return batch if batch.num_seqs else None
 
-    def _draft(self, seq: Sequence) -> list[int]:
-        """The draft tokens the prefill may verify: before any stop token, and leaving room for the
-        token sampled after them within both caps."""
+    def _capped(self, seq: Sequence, draft: list[int]) -> list[int]:
+        """The draft tokens a step may verify: before any stop token, and leaving room for the token
+        sampled after them within both caps."""
         room = min(seq.max_new_tokens - (len(seq.sampled) - seq.num_forced) - 1, self.max_len - seq.position - 2)
-        draft = list(itertools.takewhile(lambda t: t not in self.stop_ids, seq.draft))
+        draft = list(itertools.takewhile(lambda t: t not in self.stop_ids, draft))
         return draft[: max(0, room)]
+
+    def _resynced(self, seq: Sequence) -> list[int]:
+        """The draft tokens a running sequence's step may verify. Its sampling left the draft where it chose
+        another token than the draft's; the draft goes on where its last two tokens stand in it (a word
+        written otherwise, added or left out puts them a little before or after where the draft was
+        expected to go on), else where it was expected to (the token sampled in its place taken for a
+        substitute). A draft token is only ever kept where the sampling chose it: a wrong guess changes no
+        token, and costs nothing where its first token is not chosen."""
+        if not seq.draft:
+            return []
+        key, at = seq.sampled[-2:], seq.draft_at
+        seq.draft_at = next((j for j in range(max(2, at - RESYNC_BACK), min(len(seq.draft), at + RESYNC_AHEAD) + 1)
+                             if seq.draft[j - 2 : j] == key), at)
+        return self._capped(seq, seq.draft[seq.draft_at : seq.draft_at + DRAFT_STEP_TOKENS])
 
     @staticmethod
     def _table(seq: Sequence) -> list[int]:
@@ -168,6 +191,7 @@ class Scheduler:
         """Record each row's sampled token; return the sequences that finished (their on_finish called)."""
         finished = []
         new_ids = {s.seq_id for s in batch.new}
+        drafts = {r.seq_id: r.draft for r in batch.decode} | {s.seq_id: s.draft for s in batch.new}
         for row, seq_id in enumerate(batch.seq_ids):
             seq = self.by_id.get(seq_id)
             if seq is None:
@@ -179,7 +203,8 @@ class Scheduler:
             if seq_id in output.extras:
                 seq.extras.append(output.extras[seq_id])
             accepted = output.accepted.get(seq_id, [])  # verified draft tokens, before this step's token
-            seq.sampled += seq.draft[: len(accepted)]
+            seq.sampled += drafts[seq_id][: len(accepted)]
+            seq.draft_at += len(accepted) + 1  # (the token sampled after them stands for the next draft token)
             seq.sum_logprob += sum(accepted)
             seq.logprobs += accepted
             token = output.tokens[row]

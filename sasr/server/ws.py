@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import msgspec
 from litestar import WebSocket, websocket
@@ -73,8 +73,7 @@ def open_session(start: SessionStart, socket: WebSocket, state: State) -> Sessio
     if len(state.sessions) >= state.config.max_sessions:
         raise StreamFailure(StreamErrorCode.TOO_MANY_SESSIONS, f"the server holds {state.config.max_sessions} sessions already")
 
-    asked = {name: value for name, value in (("commits", start.commits), ("endpoint_ms", start.endpoint_ms))
-             if value is not None}
+    asked = {f.name: getattr(start, f.name) for f in fields(LiveOptions) if getattr(start, f.name) is not None}
     if unsupported := sorted(LiveOptions(**asked).chosen() - state.engine.live_options):  # (a default asked for: fine)
         raise StreamFailure(StreamErrorCode.INVALID_PAYLOAD,
                             f"{', '.join(unsupported)}: not a choice this model's live policy takes")

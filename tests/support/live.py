@@ -10,6 +10,21 @@ import numpy as np
 from sasr.audio.constants import SAMPLE_RATE
 
 
+async def measures_steady_rows_unasked(engine, timeout_s: float = 30.0) -> bool:
+    """Whether an engine's runner has measured its steady_rows within timeout_s of its start, no request
+    sent (then closes the engine)."""
+    import asyncio
+
+    try:
+        for _ in range(round(timeout_s / 0.05)):
+            if engine.runner.pad_rows is not None:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+    finally:
+        engine.close()
+
+
 async def replay_session(engine, audio: np.ndarray, language: str = "en", chunk_s: float = 2.0) -> list[dict]:
     """Feed the policy chunk_s at a time, as a session would, and decode each chunk at once.
 

@@ -170,8 +170,9 @@ class Qwen3ASR:
         write = slots.flatten()  # [B*T]
         num_key_blocks = -(-kv_len // arena.block_size)
         key_blocks = block_tables[:rows, :num_key_blocks].flatten()  # [rows*nb]
-        offsets = torch.arange(kv_len, device=self.device)
-        mask = (offsets[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, kv_len]
+        if lens is None:  # each query's keys up to its own position
+            offsets = torch.arange(kv_len, device=self.device)
+            mask = (offsets[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, T, kv_len]
         cos, sin = self.lm.rotary_emb(x, positions)
         for i, layer in enumerate(self.lm.layers):
             attn = layer.self_attn

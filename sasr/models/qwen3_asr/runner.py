@@ -75,7 +75,7 @@ class PagedRunner:
         self.prefill_tables = staged(max_num_seqs, self.max_blocks_per_seq)
         self.prefill_last = staged(max_num_seqs)  # each new sequence's last token, as a row of [S * width]
         # on the CPU a sequence's numbers (so its text) depend on nothing else in its step: decode steps
-        # run at least this many rows (model.steady_rows, measured at the first step on the engine's
+        # run at least this many rows (model.steady_rows, measured by prepare on the engine's
         # thread), each row attending to its own keys alone; prefills go one at a time (windows encoded
         # together measured the same as alone, fp32)
         self.max_num_seqs = max_num_seqs
@@ -87,12 +87,16 @@ class PagedRunner:
     def _arena_row(self, table: list[int], position: int) -> int:
         return table[position // self.block_size] * self.block_size + position % self.block_size
 
+    def prepare(self) -> None:
+        """Measure steady_rows (CPU) before the first step: the engine calls it on its thread as it starts."""
+        if self.pad_rows is None:
+            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
+
     # -- decode ------------------------------------------------------------------------------------
 
     def decode(self, rows: list[DecodeRow]) -> torch.Tensor:
         """Logits [len(rows), V] of each running sequence's next token."""
-        if self.pad_rows is None:
-            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
+        self.prepare()
         n = len(rows)
         m = max(n, self.pad_rows)  # rows past n: padding, writing the scratch row
         ints = self.decode_ints.np

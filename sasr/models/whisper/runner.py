@@ -8,7 +8,9 @@ replay attends over what the batch holds rather than 448 positions and 30 s of a
 A new sequence's draft (NewSequence.draft) is prefilled with its prefix; the logit filters and the
 sampler then run at every draft position as if the tokens before it had been sampled, and the draft is
 kept up to the first token they would not have chosen (StepOutput.accepted): the same tokens as
-without it, in one step instead of one a token.
+without it, in one step instead of one a token. Where the sampling leaves the draft, the scheduler
+offers a decode row the rest of it once its tokens meet it again (DecodeRow.draft); a step that samples
+that row's first draft token checks the rest in a pass of the row's own (`_verify`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ class WhisperExtras:
 
     no_speech_prob: float | None = None  # its first step: P(<|nospeech|>) at <|startoftranscript|>
     # with alignment: [queries, heads, audio frames] cross-attention of the alignment heads, for the
-    # queries that predict the tokens after the start sequence (prefill) or the step's one query (decode)
+    # queries that predict the tokens after the start sequence (prefill) or the step's (decode: its one
+    # query, then those of the draft tokens it kept, _verify)
     attention: np.ndarray | None = None
 
 
@@ -85,7 +88,7 @@ class ModelRunner:
         self.np_prompts = self.host_prompts.numpy()
         # on the CPU a step's products run over at least this many rows: a row's numbers (so its
         # session's text) then do not depend on how many rows share its step (model.steady_rows, measured
-        # at the first step, on the thread and with the intra-op threads steps run with)
+        # by prepare on the engine's thread as it starts, with the intra-op threads steps run with)
         self.pad_rows: int | None = None if self.device.type == "cpu" else 0
         self.tokens = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
         self.positions = torch.zeros(max_num_seqs, 1, dtype=torch.long, device=self.device)
@@ -96,6 +99,12 @@ class ModelRunner:
 
     def arena_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in vars(self.arena).values())
+
+    def prepare(self) -> None:
+        """Measure steady_rows (CPU) before the first step: the engine calls it on its thread as it starts."""
+        if self.pad_rows is None:
+            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
+            log.info("decode steps run at least %d rows (a row's numbers then do not depend on its batch)", self.pad_rows)
 
     # -- decode -------------------------------------------------------------------------------
 
@@ -110,9 +119,7 @@ class ModelRunner:
 
     def _decode_eager(self, num_rows: int, kv_len: int, cross_kv_len: int | None, align: bool):
         cache = self.arena.rows(0, num_rows)
-        if self.pad_rows is None:
-            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
-            log.info("decode steps run at least %d rows (a row's numbers then do not depend on its batch)", self.pad_rows)
+        self.prepare()
         cpu = self.device.type == "cpu"  # each row attends to its own positions alone (model.decode)
         self_lens = (self.np_positions[:num_rows, 0] + 1).tolist() if cpu else None
         hidden, weights = self.model.decode(cache, self.tokens[:num_rows], self.positions[:num_rows], kv_len,
@@ -267,6 +274,29 @@ class ModelRunner:
 
     # -- a step ----------------------------------------------------------------------------------
 
+    def _verify(self, slot: int, r: DecodeRow) -> tuple[list[float], int, float, np.ndarray | None]:
+        """A decode row's draft, whose first token its step sampled, fed at the positions after it in one pass
+        of its own (as a prefill checks a new sequence's draft) and kept up to the first token its sampling
+        did not choose. Returns the kept tokens' log-probabilities after the first, the token sampled after
+        them, its log-probability, and (with alignment) the queries' alignment weights [kept, A, F]."""
+        draft, rows = r.draft, range(slot, slot + 1)
+        tokens = torch.tensor([draft], device=self.device)
+        positions = torch.arange(r.position + 1, r.position + 1 + len(draft), device=self.device)[None]
+        hidden, weights = self.model.decode(self.arena.rows(slot, slot + 1), tokens, positions, r.position + 1 + len(draft),
+                                            self._cross_kv_len(rows), self.align_heads if r.inputs.alignment else None,
+                                            self._row_cross_lens(rows))
+        histories = [r.sampled + draft[: j + 1] for j in range(len(draft))]  # before the token after draft[j]
+        history = History.of(histories, self.vocab.timestamp_begin, self.device)
+        sampled, logprobs = sample(self.model.logits(hidden[0]), self.filters, history, [r.sampling] * len(draft),
+                                   [len(h) for h in histories])
+        n = 0  # draft tokens after the first that its sampling chose
+        while n + 1 < len(draft) and sampled[n] == draft[n + 1]:
+            n += 1
+        attention = None
+        if weights is not None:
+            attention = weights[0][:, : n + 1, : self.cross_lens[slot]].transpose(0, 1).half().cpu().numpy()
+        return logprobs[:n], sampled[n], logprobs[n], attention
+
     @torch.inference_mode()
     def step(self, batch: Batch) -> StepOutput:
         for src, dst in batch.moves:  # a moved sequence decodes in row dst: its KV fills the positions before its own
@@ -294,7 +324,14 @@ class ModelRunner:
         history = History.of(histories, self.vocab.timestamp_begin, self.device)
         tokens, logprobs = sample(logits, self.filters, history, params, [len(h) for h in histories])
         out_tokens, out_logprobs = tokens[: len(batch.decode)], logprobs[: len(batch.decode)]
-        row, accepted = len(batch.decode), {}
+        accepted = {}
+        for i, r in enumerate(batch.decode):
+            if r.draft and out_tokens[i] == r.draft[0]:  # the draft's first token chosen: check the rest in one pass
+                kept, out_tokens[i], logprob, attention = self._verify(i, r)
+                accepted[r.seq_id], out_logprobs[i] = [out_logprobs[i], *kept], logprob
+                if attention is not None:
+                    extras[r.seq_id] = WhisperExtras(attention=np.concatenate([extras[r.seq_id].attention, attention]))
+        row = len(batch.decode)
         for i, (seq, p) in enumerate(zip(batch.new, no_speech)):
             n = 0  # draft tokens its own sampling chose: the draft is kept up to the first it did not
             while n < len(seq.draft) and tokens[row + n] == seq.draft[n]:
