@@ -95,9 +95,13 @@ async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, e
         (tokens[:k], 1 + len(tokens) - k),  # short: the rest step by step
         (tokens + tokens[:5], 1),  # too long: the end of text sampled after the tokens
     ]
-    for draft, expected in cases:
+    kept = lambda: [counter(engine, f"sasr_engine_draft_tokens_{name}_total") for name in ("accepted", "picked_up")]
+    for i, (draft, expected) in enumerate(cases):
+        before = kept()
         result, steps = await decode(draft)
         assert result.tokens == tokens and steps == expected, (draft, steps)
+        if i == 0:  # the prefill keeps the k right ones; the step after it, every one after the wrong one
+            assert [b - a for a, b in zip(before, kept())] == [k, len(tokens) - k - 1]
         np.testing.assert_allclose(result.logprobs, plain.logprobs, atol=2e-3)
         np.testing.assert_allclose(result.attention.astype(np.float32), plain.attention.astype(np.float32), atol=2e-2)
 

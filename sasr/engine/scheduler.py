@@ -146,7 +146,7 @@ class Scheduler:
         moves = self._compact()
         batch = Batch(moves=moves)
         batch.decode = [DecodeRow(s.seq_id, s.sampled[-1], s.position, s.sampled, s.sampling, s.inputs, self._table(s),
-                                  self._resynced(s)) for s in self.running]
+                                  self._offered(s)) for s in self.running]
         ready = [s for s in self.waiting if s.ready]
         for seq in ready[: min(self.max_num_seqs - len(self.running), self.max_new_per_step)]:
             if self.blocks is not None:
@@ -169,19 +169,22 @@ class Scheduler:
         draft = list(itertools.takewhile(lambda t: t not in self.stop_ids, draft))
         return draft[: max(0, room)]
 
-    def _resynced(self, seq: Sequence) -> list[int]:
-        """The draft tokens a running sequence's step may verify. Its sampling left the draft where it chose
-        another token than the draft's; the draft goes on where its last two tokens stand in it (a word
-        written otherwise, added or left out puts them a little before or after where the draft was
-        expected to go on), else where it was expected to (the token sampled in its place taken for a
-        substitute). A draft token is only ever kept where the sampling chose it: a wrong guess changes no
-        token, and costs nothing where its first token is not chosen."""
-        if not seq.draft:
-            return []
+    def _offered(self, seq: Sequence) -> list[int]:
+        """The draft tokens a running sequence's step may verify."""
+        at = self._resynced(seq)
+        return self._capped(seq, seq.draft[at : at + DRAFT_STEP_TOKENS])
+
+    @staticmethod
+    def _resynced(seq: Sequence) -> int:
+        """Where a running sequence's draft goes on: the index of the draft token its next step may take.
+        Its sampling left the draft where it chose another token than the draft's; the draft goes on where
+        its last two tokens stand in it (a word written otherwise, added or left out puts them a little
+        before or after where the draft was expected to go on), else where it was expected to (the token
+        sampled in its place taken for a substitute). A draft token is only ever kept where the sampling
+        chose it: a wrong guess changes no token, and costs nothing where its first token is not chosen."""
         key, at = seq.sampled[-2:], seq.draft_at
-        seq.draft_at = next((j for j in range(max(2, at - RESYNC_BACK), min(len(seq.draft), at + RESYNC_AHEAD) + 1)
-                             if seq.draft[j - 2 : j] == key), at)
-        return self._capped(seq, seq.draft[seq.draft_at : seq.draft_at + DRAFT_STEP_TOKENS])
+        return next((j for j in range(max(2, at - RESYNC_BACK), min(len(seq.draft), at + RESYNC_AHEAD) + 1)
+                     if seq.draft[j - 2 : j] == key), at)
 
     @staticmethod
     def _table(seq: Sequence) -> list[int]:
@@ -203,8 +206,10 @@ class Scheduler:
             if seq_id in output.extras:
                 seq.extras.append(output.extras[seq_id])
             accepted = output.accepted.get(seq_id, [])  # verified draft tokens, before this step's token
+            # where the row's draft began (as schedule offered it), past those and the token sampled after
+            # them (it stands for the next draft token)
+            seq.draft_at = (0 if seq_id in new_ids else self._resynced(seq)) + len(accepted) + 1
             seq.sampled += drafts[seq_id][: len(accepted)]
-            seq.draft_at += len(accepted) + 1  # (the token sampled after them stands for the next draft token)
             seq.sum_logprob += sum(accepted)
             seq.logprobs += accepted
             token = output.tokens[row]
