@@ -32,6 +32,7 @@ from sasr.models.whisper.vocab import WhisperVocab
 log = logging.getLogger("sasr.engine")
 
 KV_BUCKETS = (128, 448)  # self-attention positions a decode graph covers (capped at the model's max)
+MIN_PAD_ROWS = 2  # CPU decode steps run over at least this many rows (prepare)
 CROSS_BUCKETS = (250, 500, 750, 1500)  # audio frames (5, 10, 15, 30 s) a decode graph attends over
 
 
@@ -103,7 +104,11 @@ class ModelRunner:
     def prepare(self) -> None:
         """Measure steady_rows (CPU) before the first step: the engine calls it on its thread as it starts."""
         if self.pad_rows is None:
-            self.pad_rows = self.model.steady_rows(self.max_num_seqs)
+            # at least MIN_PAD_ROWS: on an AMD EPYC (AVX-512 BF16, no AMX) a one-row bf16 step gave a row
+            # other numbers than the same row among two to four (a token's logprob -0.0832 against
+            # -0.0851), though the products measured alike at every count, and so did a whole step on
+            # random inputs (the cause not found); from two rows on, rows matched
+            self.pad_rows = max(MIN_PAD_ROWS, self.model.steady_rows(self.max_num_seqs))
             log.info("decode steps run at least %d rows (a row's numbers then do not depend on its batch)", self.pad_rows)
 
     # -- decode -------------------------------------------------------------------------------
