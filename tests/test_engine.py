@@ -106,6 +106,31 @@ async def test_a_draft_changes_no_token_and_saves_the_steps_it_guessed(engine, e
         np.testing.assert_allclose(result.attention.astype(np.float32), plain.attention.astype(np.float32), atol=2e-2)
 
 
+async def test_a_window_decoded_at_both_phases_keeps_the_likelier_decode(engine, eight_files):
+    """With both_phases a window is decoded as it is and one mel hop later (the encoder's stride-2
+    convolution then reads the other half of the frames), in the same steps, and the likelier decode
+    is kept: the tokens of whichever of the two, decoded apart, has the higher average log-probability."""
+    import dataclasses
+
+    import numpy as np
+
+    from sasr.audio.constants import HOP_SAMPLES
+    from sasr.models.whisper.decode import WindowJob, prefix_for
+
+    prefix, sot = prefix_for(engine.vocab, [], None, engine.max_len)
+    picked = []
+    for audio in eight_files[:7]:
+        job = WindowJob(audio[: 30 * 16000], prefix, sot, 0.0, 0, 200, alignment=True)
+        (as_is, steps_as_is), (later, steps_later) = [await steps_of(engine, engine.run_window(j)) for j in (
+            job, dataclasses.replace(job, audio=np.concatenate([np.zeros(HOP_SAMPLES, np.float32), job.audio])))]
+        both, steps = await steps_of(engine, engine.run_window(dataclasses.replace(job, both_phases=True)))
+        likelier = max((as_is, later), key=lambda r: r.avg_logprob)
+        assert both.tokens == likelier.tokens and both.avg_logprob == pytest.approx(likelier.avg_logprob, abs=1e-3)
+        assert steps == max(steps_as_is, steps_later)  # decoded side by side
+        picked.append(likelier is later)
+    assert any(picked) and not all(picked)  # each phase is the likelier somewhere: the choice is made
+
+
 async def test_windows_encoded_ahead_decode_as_those_the_prefill_encodes(engine, eight_files, monkeypatch):
     """On the CPU the engine encodes new windows on its encoder thread while steps run; the same
     windows encoded in the prefill step give the same tokens, logprobs and alignment."""

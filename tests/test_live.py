@@ -212,6 +212,20 @@ def test_a_finals_window_is_made_ahead_while_its_endpoint_is_awaited(engine):
     assert policy.ahead is None
 
 
+def test_finals_are_decoded_at_both_phases_where_asked(engine, monkeypatch):
+    """FINALS_BOTH_PHASES (a lever, off: README session 22) has a final decoded at both phases of the
+    encoder's stride, the likelier kept (tests/test_engine.py); partials and commit decodes at one."""
+    from sasr.models.whisper import live
+
+    for lever, phases in ((0, [False, False, False]), (1, [False, False, True])):
+        monkeypatch.setattr(live, "FINALS_BOTH_PHASES", lever)
+        policy = engine.stream_policy("en", 1.0)
+        feed = feeder(policy)
+        jobs = feed(2.5, 0.9) + feed(0.6, 0.0)
+        assert [job.kind for job in jobs] == [live.PARTIAL, live.COMMIT, live.FINAL]
+        assert [job.both_phases for job in jobs] == phases
+
+
 def test_with_a_longer_endpoint_the_final_is_made_ahead_nearer_it(engine):
     """An 800 ms endpoint: the final is made AHEAD_S (0.3 s) before it, at 0.5 s of silence, not at 0.3 s:
     every pause of 0.3-0.5 s inside an utterance (between sentences, often) ran a whole final for nothing

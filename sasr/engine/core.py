@@ -171,12 +171,10 @@ class EngineCore:
               help="Tokens sampled, one per sequence a step (/steps: batch size)")
         m.inc("sasr_engine_draft_tokens_total", sum(len(n.draft) for n in batch.new),
               help="Draft tokens new sequences brought to verify (a live session's last text of its audio)")
-        new_ids = {n.seq_id for n in batch.new}
-        kept = {where: sum(len(a) for seq_id, a in output.accepted.items() if (seq_id in new_ids) == (where == "prefill"))
-                for where in ("prefill", "step")}
-        m.inc("sasr_engine_draft_tokens_accepted_total", kept["prefill"],
+        prefill = sum(len(output.accepted.get(n.seq_id, ())) for n in batch.new)
+        m.inc("sasr_engine_draft_tokens_accepted_total", prefill,
               help="Draft tokens of new sequences that the model's own sampling chose in their prefill")
-        m.inc("sasr_engine_draft_tokens_picked_up_total", kept["step"],
+        m.inc("sasr_engine_draft_tokens_picked_up_total", sum(map(len, output.accepted.values())) - prefill,
               help="Draft tokens a later step kept, where a sequence's sampling met its draft again")
         self._record_model(batch)
 

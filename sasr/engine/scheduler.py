@@ -57,6 +57,7 @@ class Sequence:
     draft: list[int] = field(default_factory=list)  # tokens guessed to follow them: verified in the prefill step,
     # and where the sampled tokens leave it, in later steps from where they pick it up again (_resynced)
     draft_at: int = 0  # index in the draft of the token expected next
+    offered_at: int = 0  # where the draft its last step was offered began (schedule's _resynced)
     sum_logprob: float = 0.0
     logprobs: list[float] = field(default_factory=list)  # of each sampled token (the end of text too)
     extras: list[Any] = field(default_factory=list)  # the runner's model-specific outputs, step by step
@@ -171,7 +172,7 @@ class Scheduler:
 
     def _offered(self, seq: Sequence) -> list[int]:
         """The draft tokens a running sequence's step may verify."""
-        at = self._resynced(seq)
+        seq.offered_at = at = self._resynced(seq)
         return self._capped(seq, seq.draft[at : at + DRAFT_STEP_TOKENS])
 
     @staticmethod
@@ -208,7 +209,7 @@ class Scheduler:
             accepted = output.accepted.get(seq_id, [])  # verified draft tokens, before this step's token
             # where the row's draft began (as schedule offered it), past those and the token sampled after
             # them (it stands for the next draft token)
-            seq.draft_at = (0 if seq_id in new_ids else self._resynced(seq)) + len(accepted) + 1
+            seq.draft_at = (0 if seq_id in new_ids else seq.offered_at) + len(accepted) + 1
             seq.sampled += drafts[seq_id][: len(accepted)]
             seq.sum_logprob += sum(accepted)
             seq.logprobs += accepted

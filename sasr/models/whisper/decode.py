@@ -59,6 +59,10 @@ class WindowJob:
     forced: list[int] = field(default_factory=list)  # tokens after the prefix, known in advance
     draft: list[int] = field(default_factory=list)  # tokens likely to follow them (checked, never forced)
     alignment: bool = False  # also return the alignment heads' cross-attention (for word timings)
+    # also decode the window one mel hop later (after HOP_SAMPLES of silence) and keep the likelier decode:
+    # the encoder's stride-2 convolution reads the other half of the frames then, and on audio the model is
+    # unsure of the two readings differ (its times may then be a hop late)
+    both_phases: bool = False
 
 
 @dataclass
@@ -127,8 +131,9 @@ def acceptable(result: WindowResult, ratio: float) -> bool:
 
 
 def best_attempt(attempts: list[tuple]) -> tuple:
-    """Where every temperature of a live final looped, the likeliest attempt of those that do not loop,
-    else of all (the last, hottest one is often the worst)."""
+    """Of several decodes of one window, as (result, ..., compression ratio): the likeliest of those that
+    do not loop, else of all (where every temperature of a live final looped, the last, hottest one is
+    often the worst; a window decoded at both phases keeps the likelier phase)."""
     return max(attempts, key=lambda a: (not loops(a[-1]), a[0].avg_logprob))
 
 

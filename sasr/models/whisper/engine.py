@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import numpy as np
 
-from sasr.audio.constants import SAMPLE_RATE
+from sasr.audio.constants import HOP_SAMPLES, SAMPLE_RATE
 from sasr.engine import LiveOptions, TranscriptionRequest
 from sasr.engine.batch import SamplingParams
 from sasr.engine.core import EngineCore
 from sasr.engine.scheduler import Scheduler, Sequence
 from sasr.live.commit import SpeechTracker
-from sasr.models.whisper.decode import Options, WindowJob, WindowResult, long_form
+from sasr.models.whisper.decode import Options, WindowJob, WindowResult, best_attempt, compression_ratio, long_form
 from sasr.models.whisper import live
 from sasr.models.whisper.load import LoadedWhisper
 from sasr.models.whisper.model import WhisperModel
@@ -54,7 +56,15 @@ class WhisperEngine(EngineCore):
         return policy
 
     async def run_window(self, job: WindowJob) -> WindowResult:
-        """Decode one window in whatever batch the scheduler puts it."""
+        """Decode one window in whatever batch the scheduler puts it (with both_phases, twice at once:
+        as it is and a hop later, the likelier kept, a loop last, as a fallback's attempts)."""
+        if not job.both_phases:
+            return await self._decode(job)
+        later = dataclasses.replace(job, audio=np.concatenate([np.zeros(HOP_SAMPLES, np.float32), job.audio]))
+        results = await asyncio.gather(self._decode(job), self._decode(later))
+        return best_attempt([(r, compression_ratio(self.vocab.decode(r.tokens))) for r in results])[0]
+
+    async def _decode(self, job: WindowJob) -> WindowResult:
         alignment = job.alignment and bool(self.align_heads)
         inputs = WhisperInputs(job.audio, job.num_frames, job.sot_index, alignment)
         seq = Sequence(job.prefix, job.max_new_tokens, inputs, SamplingParams(job.temperature, job.seed),

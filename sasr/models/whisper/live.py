@@ -114,6 +114,12 @@ MAX_TOKENS_PER_S = 10  # a decode may write at most this many tokens a second of
 LIVE_PROMPT_TOKENS = 64  # committed tokens before a live decode's window passed as its prompt: each decode
 # prefills them again, and 223 (as uploads; a file sender's windows keep that) measured the same text on the
 # short, voices and real slices and within the passes' spread on long (+0.002 -> +0.005) for 5-10% more model time
+FINALS_BOTH_PHASES = 0  # 1: finals (and long utterances' cuts) decoded at both phases of the encoder's stride, the
+# likelier kept (decode.WindowJob.both_phases): an utterance alone draws its phase anew, and tiny.en's text on hard
+# audio turns on it. Measured (int8, 3 shifted passes): commits at utterance ends, gaps to uploads (short, long,
+# voices, real) +0.002/+0.016/+0.010/+0.033 -> -0.008/-0.014/+0.001/+0.029, but 4 sessions' end -> final p95
+# 2.5 -> 5.0 s and the test clip of tests/test_stream.py worse (WER 0.500 -> 0.533, the default's 0.467); the
+# default: voices/real +0.065/+0.044 -> +0.049/+0.037, 4 sessions' event p95 1.0 -> 2.7 s. Off (README, session 22)
 PARTIAL, COMMIT, FINAL, FORCED, WINDOW = "partial", "commit", "final", "forced", "window"
 
 
@@ -382,6 +388,7 @@ class StreamingPolicy(LiveBuffer):
             audio=window, prefix=prefix, sot_index=sot_index, temperature=FALLBACK_TEMPERATURES[fallback],
             seed=self.buffer_start, max_new_tokens=max(1, min(self.max_len // 2, room, cap)),
             num_frames=min(frames, WINDOW_FRAMES), forced=forced, draft=draft, alignment=kind != PARTIAL,
+            both_phases=bool(FINALS_BOTH_PHASES) and kind in (FINAL, FORCED),
             kind=kind, end=end, fallback=fallback, skip=skip, provisional=len(provisional),
         )
 
