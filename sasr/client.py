@@ -38,6 +38,7 @@ class StreamResult:
     started_at: float = 0.0  # time.monotonic() when the first connection began
     dropped_s: list[float] = field(default_factory=list)  # per abnormal close, when (after started_at)
     resumed_s: list[float] = field(default_factory=list)  # per reconnect, when the new connection was made
+    resumed_ms: list[int] = field(default_factory=list)  # per reconnect, where in the audio it went on from
 
     @property
     def final(self) -> dict | None:
@@ -85,6 +86,7 @@ async def stream_audio(url: str, pcm16: bytes, realtime: bool = False, start: di
             try:
                 async with websockets.connect(ws_url, open_timeout=5):
                     out.resumed_s.append(time.monotonic() - t0)
+                    out.resumed_ms.append(offset // 32)
                     out.reconnects += 1
                     break  # it is back
             except (OSError, websockets.InvalidHandshake, TimeoutError):
