@@ -226,6 +226,26 @@ def test_finals_are_decoded_at_both_phases_where_asked(engine, monkeypatch):
         assert [job.both_phases for job in jobs] == phases
 
 
+async def test_every_window_starts_where_an_uploads_could(engine, slices, monkeypatch):
+    """Whisper reads a window one mel frame later otherwise (its encoder's stride is two frames): each
+    live window starts on the session clock's 20 ms grid, as an upload's windows do from the file's
+    start, whatever the VAD frames (32 ms) its utterance starts and ends at."""
+    from sasr.models.whisper import live
+
+    jobs = []
+    run_window = engine.run_window
+
+    async def recorded(job):
+        jobs.append(job)
+        return await run_window(job)
+
+    monkeypatch.setattr(engine, "run_window", recorded)
+    await finals(engine, slices["short"][:2] + slices["real"], "live")
+    assert {job.kind for job in jobs} >= {live.PARTIAL, live.COMMIT, live.FINAL}
+    assert any(job.skip for job in jobs)  # partials after an earlier utterance, which hear their own
+    assert [(job.seed + job.skip) % live.PHASE_SAMPLES for job in jobs] == [0] * len(jobs)
+
+
 def test_with_a_longer_endpoint_the_final_is_made_ahead_nearer_it(engine):
     """An 800 ms endpoint: the final is made AHEAD_S (0.3 s) before it, at 0.5 s of silence, not at 0.3 s:
     every pause of 0.3-0.5 s inside an utterance (between sentences, often) ran a whole final for nothing

@@ -78,6 +78,13 @@ from sasr.models.whisper.vocab import TIMESTAMP_S, WhisperVocab
 
 ENDPOINT_S = 0.5  # silence that ends an utterance
 LEAD_S = 0.3  # audio kept before an utterance's onset
+PHASE_SAMPLES = 2 * HOP_SAMPLES  # the encoder's stride (its first conv reads mel frames two by two): every window
+# starts on this grid of the session's clock, as an upload's windows do from the file's start (they seek by 20 ms
+# timestamps), so a live decode reads the audio at the upload's phase (tiny.en's text on hard audio turns on it:
+# README, session 22) and its mel frames are the upload's. Measured (int8, 3 shifted passes): the default's gaps
+# to uploads (short, long, voices, real) +0.004/+0.011/+0.065/+0.044 -> +0.013/+0.015/+0.044/+0.038, live text the
+# upload's word for word in 77 of 102 short passes (72) and 67 of 78 real (63); against reference texts a wash
+# (short and long 0.009 and 0.007 worse, voices 0.020 better): what it buys is live text that reads as the upload
 TAIL_S = 0.3  # silence after an utterance that its final decode hears
 AHEAD_S = 0.3  # its final is made ahead (`_look_ahead`) this long before the endpoint, once TAIL_S has come:
 # with an 800 ms endpoint each pause of 0.3-0.5 s inside an utterance ran a whole final for nothing (4 final-mode
@@ -346,7 +353,7 @@ class StreamingPolicy(LiveBuffer):
         """Between utterances: keep only LEAD_S of the silence, for the next onset. A burst too short to be
         an utterance (the tracker dropped it, no final) leaves nothing either: no decode point, no guess."""
         self.next_partial, self.guess, self.provisional, self.previous, self.partial = 0, [], 0, [], ""
-        cut = position - round(LEAD_S * SAMPLE_RATE) - self.buffer_start
+        cut = self._on_grid(position - round(LEAD_S * SAMPLE_RATE) - self.buffer_start)
         if self.history and position - self.buffer_start - self.history[-1][0] >= HISTORY_GAP_S * SAMPLE_RATE:
             self._keep_history(0)  # a long pause: the earlier utterances are no context for the next
         if cut > 0 and not self.committed:
@@ -391,6 +398,10 @@ class StreamingPolicy(LiveBuffer):
             both_phases=bool(FINALS_BOTH_PHASES) and kind in (FINAL, FORCED),
             kind=kind, end=end, fallback=fallback, skip=skip, provisional=len(provisional),
         )
+
+    def _on_grid(self, n: int) -> int:
+        """Buffer sample n, or the one before it where a window would start on the stride grid (PHASE_SAMPLES)."""
+        return max(0, n - (self.buffer_start + n) % PHASE_SAMPLES)
 
     def _rebased(self, tokens: list[int], start: int) -> list[int]:
         """Tokens with their timestamps moved back by `start` samples (for a window starting there)."""
@@ -475,7 +486,7 @@ class StreamingPolicy(LiveBuffer):
             self._close_window(round(words[-1].end_s * SAMPLE_RATE))
             self.retry = self._job(end, FINAL)
         elif job.kind == FINAL:
-            self.history.append((job.end, len(self.committed), self.num_committed_words))
+            self.history.append((self._on_grid(job.end), len(self.committed), self.num_committed_words))
             self._keep_history(HISTORY_S)
         elif job.kind == FORCED:
             self._cut_long(job, commit[-1].end_s if commit else len(job.audio) / SAMPLE_RATE)
@@ -564,6 +575,6 @@ class StreamingPolicy(LiveBuffer):
         self.context += self.committed
         self.committed, self.num_committed_words, self.history, self.guess = [], 0, [], []
         self.provisional = 0
-        self._cut(end)
+        self._cut(self._on_grid(end))
         if self.tracker.in_speech:  # a forced cut inside an utterance: partials go on from here
             self.next_partial = self.buffer_start + self.chunk_samples
