@@ -400,7 +400,7 @@ class StreamingPolicy(LiveBuffer):
         )
 
     def _on_grid(self, n: int) -> int:
-        """Buffer sample n, or the one before it where a window would start on the stride grid (PHASE_SAMPLES)."""
+        """The last buffer sample at or before n (0 at least) that is on the session clock's stride grid."""
         return max(0, n - (self.buffer_start + n) % PHASE_SAMPLES)
 
     def _rebased(self, tokens: list[int], start: int) -> list[int]:
